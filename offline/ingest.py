@@ -6,10 +6,7 @@ silence and cropped or zero-padded to `frames * hop` samples. Files that cannot 
 with one line each and counted. Labels and duplicate groups come from `labels.py`; train/val
 splits are by kit (kits linked by a near-duplicate count as one), never by file.
 
-Store (a folder, written to a temp folder and renamed into place):
-  store.json   {"format", "version", "config", "summary", "shards"}
-  index.jsonl  one ClipRecord per line, plus its shard, offset and length
-  audio_NNN.npy  float32 [C, total]: the clips' sounding frames, back to back (read with mmap)
+The store format and its reader live in `ingest_store.py`.
 """
 
 from __future__ import annotations
@@ -23,10 +20,20 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from steerpad.offline.ingest_store import (  # noqa: F401  (re-exported: the public ingest API)
+    STORE_FORMAT,
+    STORE_VERSION,
+    ClipRecord,
+    IngestConfig,
+    IngestStore,
+    IngestSummary,
+    ShardWriter,
+    replace_folder,
+)
 from steerpad.offline.labels import (
     LABELS,
     assign_splits,
@@ -39,143 +46,6 @@ from steerpad.offline.labels import (
 from steerpad.realtime.errors import SteerpadError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".mp3")
-STORE_FORMAT = "steerpad-ingest"
-STORE_VERSION = 1
-
-
-@dataclass
-class IngestConfig:
-    sample_rate: int = 44100
-    """Model sample rate (Hz); every file is resampled to it with soxr."""
-    channels: int = 2
-    """Model channels: mono is copied to each, more channels are downmixed (5.1 by ITU)."""
-    hop: int = 2048
-    """Samples per latent frame of the VAE the store feeds."""
-    frames: int = 32
-    """Clip length in latent frames (32 * 2048 / 44100 = 1.49 s); longer clips are cropped."""
-    silence_db: float = -60.0
-    """Tail threshold, dB re the clip's peak: frames after the last sample above it hold no sound
-    and are not stored (`ClipRecord.frames` counts the ones kept)."""
-    trim_db: float = -40.0
-    """Leading-silence threshold, dB re the clip's peak: the clip starts at the first sample
-    above it (minus `pre_roll_s`)."""
-    pre_roll_s: float = 0.0005
-    """Kept before the first sample above `trim_db`, so a soft attack is not cut."""
-    min_peak_db: float = -70.0
-    """Files whose peak is below this (dBFS) are skipped as silent."""
-    min_length_s: float = 0.005
-    """Files with less sound than this after trimming are skipped."""
-    fade_s: float = 0.01
-    """Fade-out at the crop point of a clip cut while still sounding."""
-    max_read_s: float = 30.0
-    """Only the first `max_read_s` seconds of a file are read (long loops, recordings)."""
-    val_kits: list[str] | None = None
-    """Kits for validation by name; None picks `val_fraction` of the kits with `seed`."""
-    val_fraction: float = 0.2
-    """Fraction of kits (rounded, at least one when there are two or more) for validation."""
-    seed: int = 0
-    """Seed of the validation-kit draw."""
-    skip_other: bool = False
-    """Skip clips whose label is "other" (no drum word in any name) instead of keeping them."""
-    dup_spectral: float = 0.98
-    """Near-duplicate candidates: cosine of opening magnitude spectra at least this."""
-    dup_corr: float = 0.95
-    """Near duplicate when the peak normalised cross-correlation is at least this."""
-    workers: int = 0
-    """Decoding processes; 0 = one per CPU core (at most 8); 1 = in this process."""
-    shard_mb: int = 128
-    """Audio shard size (MiB) before a new audio_NNN.npy is started."""
-
-    def __post_init__(self):
-        if self.val_kits is not None:
-            self.val_kits = [str(k) for k in self.val_kits]
-        checks = [
-            (self.sample_rate >= 1000, "sample_rate must be >= 1000 Hz"),
-            (self.channels >= 1, "channels must be >= 1"),
-            (self.hop >= 1 and self.frames >= 1, "hop and frames must be >= 1"),
-            (self.silence_db < 0 and self.trim_db < 0, "silence_db and trim_db must be < 0 dB"),
-            (self.min_peak_db < 0, "min_peak_db must be < 0 dBFS"),
-            (self.pre_roll_s >= 0 and self.fade_s >= 0, "pre_roll_s and fade_s must be >= 0"),
-            (self.min_length_s > 0, "min_length_s must be > 0"),
-            (self.max_read_s * self.sample_rate >= self.frames * self.hop,
-             "max_read_s must cover frames * hop samples"),
-            (0.0 <= self.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
-            (0 < self.dup_spectral <= 1 and 0 < self.dup_corr <= 1,
-             "dup_spectral and dup_corr must be in (0, 1]"),
-            (self.workers >= 0 and self.shard_mb >= 1, "workers must be >= 0, shard_mb >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"IngestConfig: {message}")
-
-    @property
-    def length(self) -> int:
-        """Samples per clip: frames * hop."""
-        return self.frames * self.hop
-
-    @classmethod
-    def from_dict(cls, d: dict) -> IngestConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass
-class ClipRecord:
-    id: int
-    """Index in the store (0..N-1)."""
-    path: str
-    """Source file (absolute)."""
-    kit: str
-    """Drumkit: the folder holding drumkit.xml, or the top folder under the input folder."""
-    label: str
-    """kick|snare|hat|tom|cymbal|clap|rim|percussion|other."""
-    split: str
-    """"train" or "val"."""
-    frames: int
-    """Leading latent frames that hold sound (tail below silence_db not counted)."""
-    group: int
-    """Duplicate group: velocity copies (Hydrogen layers, scaled copies) share one."""
-    sha256: str
-    """Of the source file's bytes."""
-    instrument: str = ""
-    """Hydrogen instrument name, "" for plain files."""
-    peak_db: float = 0.0
-    """Peak of the stored clip, dBFS."""
-    source_rate: int = 0
-    """Sample rate of the source file."""
-    source_channels: int = 0
-    """Channel count of the source file."""
-    trimmed_s: float = 0.0
-    """Leading silence removed, seconds."""
-
-
-@dataclass
-class IngestSummary:
-    files: int = 0
-    """Audio files found."""
-    clips: int = 0
-    """Clips stored."""
-    skipped: dict[str, int] = field(default_factory=dict)
-    """Skip reason kind -> count (empty, unreadable, nan, silent, too_short, duplicate, other)."""
-    skipped_files: list[dict] = field(default_factory=list)
-    """{"path", "kind", "reason"} per skipped file."""
-    labels: dict[str, int] = field(default_factory=dict)
-    """Label -> clips."""
-    splits: dict[str, int] = field(default_factory=dict)
-    """Split -> clips."""
-    split_labels: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Split -> label -> clips."""
-    kits: dict[str, dict] = field(default_factory=dict)
-    """Kit -> {"clips", "split"}."""
-    groups: int = 0
-    """Duplicate groups (a clip with no copies is a group of one)."""
-    near_duplicates: int = 0
-    """Pairs of clips found to be scaled copies."""
-    linked_kits: list[list[str]] = field(default_factory=list)
-    """Kits that share a near-duplicate and so share a split."""
-    wall_s: float = 0.0
-
-
 class SkipFile(Exception):
     """A file that cannot be used; `kind` is the summary key, the message says why."""
 
@@ -385,7 +255,7 @@ def _read(sources: list[_Source], config: IngestConfig, tmp: Path, summary: Inge
 
     rows, prints = [], []
     seen: dict[str, str] = {}  # file sha256 / processed-audio hash -> first path
-    writer = _ShardWriter(tmp, config.shard_mb << 20)
+    writer = ShardWriter(tmp, config.shard_mb << 20)
     workers = config.workers or min(os.cpu_count() or 1, 8)
     jobs = [(str(s.path), config) for s in sources]
     bar = tqdm(total=len(jobs), unit="file", desc="ingest", disable=not progress)
@@ -457,7 +327,7 @@ def ingest(dirs: list[Path], out: Path, config: IngestConfig, force: bool = Fals
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "config": asdict(config),
                 "summary": asdict(summary), "shards": shards}
         (tmp / "store.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -486,110 +356,6 @@ def _group_and_split(rows: list[dict], prints: np.ndarray, tmp: Path, config: In
     summary.linked_kits = [c for c in kit_units(kits, links) if len(c) > 1]
     counts = Counter(kits)
     summary.kits = {k: {"clips": counts[k], "split": split[k]} for k in sorted(split)}
-
-
-class _ShardWriter:
-    """Appends clips [C, L] to float32 .npy shards of about `limit` bytes."""
-
-    def __init__(self, folder: Path, limit: int):
-        self.folder, self.limit = folder, limit
-        self.buf: list[np.ndarray] = []
-        self.size = self.offset = 0
-        self.shards: list[dict] = []
-
-    def add(self, audio: np.ndarray) -> tuple[int, int, int]:
-        loc = (len(self.shards), self.offset, audio.shape[1])
-        self.buf.append(audio)
-        self.offset += audio.shape[1]
-        self.size += audio.nbytes
-        if self.size >= self.limit:
-            self._flush()
-        return loc
-
-    def _flush(self) -> None:
-        if self.buf:
-            name = f"audio_{len(self.shards):03d}.npy"
-            np.save(self.folder / name, np.concatenate(self.buf, axis=1))
-            self.shards.append({"file": name, "clips": len(self.buf), "samples": self.offset})
-        self.buf, self.size, self.offset = [], 0, 0
-
-    def close(self) -> list[dict]:
-        self._flush()
-        return self.shards
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished temp folder to `out`; an old store is removed only after that."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
-# ---------------------------------------------------------------- reading a store
-
-class IngestStore:
-    """A finished ingest store: `.config`, `.records`, `.summary`, `len()`, `.audio(i)`,
-    `.ids(split)`."""
-
-    def __init__(self, path: Path, meta: dict, records: list[ClipRecord], locs: list[tuple]):
-        self.path = path
-        self.config = IngestConfig.from_dict(meta["config"])
-        self.summary: dict = meta.get("summary", {})
-        self.records = records
-        self._locs = locs
-        self._shard_files = [s["file"] for s in meta["shards"]]
-        self._shards: dict[int, np.ndarray] = {}
-
-    @classmethod
-    def open(cls, path: str | Path) -> IngestStore:
-        path = Path(path)
-        meta_path = path / "store.json"
-        if not meta_path.is_file():
-            raise SteerpadError(f"{path} is not an ingest store (no store.json); "
-                                "create one with `steerpad ingest DIR --out STORE`")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
-                raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
-            records, locs = [], []
-            names = {f.name for f in fields(ClipRecord)}
-            with open(path / "index.jsonl", encoding="utf-8") as f:
-                for line in f:
-                    d = json.loads(line)
-                    records.append(ClipRecord(**{k: v for k, v in d.items() if k in names}))
-                    locs.append((d["shard"], d["offset"], d["length"]))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SteerpadError(f"{path} is not a valid ingest store ({e}); "
-                                "re-run `steerpad ingest`") from e
-        return cls(path, meta, records, locs)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def audio(self, i: int) -> np.ndarray:
-        """Clip i, float32 [C, frames * hop], zero-padded after its sounding frames."""
-        shard, offset, length = self._locs[i]
-        if shard not in self._shards:
-            self._shards[shard] = np.load(self.path / self._shard_files[shard], mmap_mode="r")
-        cfg = self.config
-        out = np.zeros((cfg.channels, cfg.length), np.float32)
-        out[:, :length] = self._shards[shard][:, offset:offset + length]
-        return out
-
-    def ids(self, split: str | None = None) -> list[int]:
-        """Record ids in `split` ("train" / "val"), or all for None."""
-        if split not in ("train", "val", None):
-            raise ValueError(f"split must be 'train', 'val' or None, not {split!r}")
-        return [r.id for r in self.records if split is None or r.split == split]
 
 
 # ---------------------------------------------------------------- CLI

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from steerpad.offline.ingest_store import (  # noqa: F401  (re-exported: the public ingest API)
     STORE_FORMAT,
     STORE_VERSION,

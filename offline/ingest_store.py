@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+
 from steerpad.realtime.errors import SteerpadError
 
 STORE_FORMAT = "steerpad-ingest"

@@ -13,6 +13,7 @@ import drumsynth
 import numpy as np
 import pytest
 import soundfile as sf
+
 from steerpad.offline.cli import main
 from steerpad.offline.ingest import (
     ClipRecord,

@@ -1,0 +1,332 @@
+"""The Oobleck audio VAE (Stable Audio Open's autoencoder), written for both training and export.
+
+The module tree mirrors stable-audio-tools' `OobleckEncoder` / `OobleckDecoder`
+(`encoder.layers.N.layers.M...`), so Stable Audio Open checkpoints map key for key (see
+`sao_weights.py`). Convolutions carry weight norm (`torch.nn.utils.parametrizations.weight_norm`)
+for training; `fold_weight_norm()` turns them into plain `Conv1d` / `ConvTranspose1d` with the
+same outputs, for inference and export. Forward passes have no data-dependent Python control
+flow. Audio is `[B, C, T]` with T a multiple of `hop`; latents are `[B, D, F]` with F = T / hop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from steerpad.offline.sao_weights import load_vae_state
+from steerpad.realtime.errors import SteerpadError
+
+
+@dataclass
+class OobleckConfig:
+    """Shape of an Oobleck VAE. Everything needed to rebuild the module tree."""
+
+    name: str = "small"
+    """A label for the config (`sao`, `small`, or your own); written with saved models."""
+
+    sample_rate: int = 44100
+    """Audio sample rate in Hz the model is trained for (the model itself is rate-agnostic)."""
+
+    audio_channels: int = 2
+    """Audio channels in and out (2 = stereo)."""
+
+    channels: int = 128
+    """Base width: stage i runs at `channels * c_mults[i]` channels."""
+
+    c_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    """Width multipliers of the down/upsampling stages, finest first (a leading 1 is implied)."""
+
+    strides: list[int] = field(default_factory=lambda: [2, 4, 4, 8, 8])
+    """Down/upsampling factor of each stage, finest first; even, so lengths stay exact."""
+
+    latent_dim: int = 64
+    """Latent channels D; the encoder outputs 2*D (mean and pre-softplus scale)."""
+
+    use_snake: bool = True
+    """SnakeBeta activations (log-scale alpha/beta); False uses ELU."""
+
+    final_tanh: bool = False
+    """Squash the decoder output with tanh (SAO 1.0 does not)."""
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rate", "audio_channels", "channels", "latent_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"OobleckConfig.{name} must be a positive int, "
+                                 f"got {getattr(self, name)!r}")
+        self.c_mults, self.strides = list(self.c_mults), list(self.strides)
+        if not self.strides or len(self.c_mults) != len(self.strides):
+            raise ValueError(f"OobleckConfig: c_mults {self.c_mults} and strides {self.strides} "
+                             "must be non-empty and of the same length")
+        if any(not isinstance(m, int) or m <= 0 for m in self.c_mults):
+            raise ValueError(f"OobleckConfig.c_mults must be positive ints, got {self.c_mults}")
+        if any(not isinstance(s, int) or s < 2 or s % 2 for s in self.strides):
+            raise ValueError(f"OobleckConfig.strides must be even ints >= 2 (kernel 2s, padding "
+                             f"s/2 keeps lengths exact), got {self.strides}")
+
+    @property
+    def hop(self) -> int:
+        """Audio samples per latent frame (the product of the strides)."""
+        return math.prod(self.strides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OobleckConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"OobleckConfig: unknown fields {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+CONFIGS: dict[str, OobleckConfig] = {
+    # Stable Audio Open 1.0's VAE (stable-audio-tools model_config "pretransform").
+    "sao": OobleckConfig(name="sao", channels=128),
+    # The default trainable model: same hop and latent size, 8x narrower (1.3 M parameters
+    # each side). Decoding 1 s of stereo takes ~30-50 ms in torch eager on the project's 2 cores
+    # (width 24: ~65-120 ms, 32: ~85-150 ms; `python -m steerpad.offline.vae_bench --channels`).
+    "small": OobleckConfig(name="small", channels=16),
+}
+
+
+def get_config(name: str) -> OobleckConfig:
+    """A fresh copy of a named config; SteerpadError listing the names for an unknown one."""
+    if name not in CONFIGS:
+        raise SteerpadError(f"unknown VAE config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return replace(CONFIGS[name])
+
+
+class SnakeBeta(nn.Module):
+    """x + 1/beta * sin(alpha x)^2 per channel, alpha and beta stored as logs (BigVGAN / SAO)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
+        alpha = self.alpha.unsqueeze(0).unsqueeze(-1).exp()
+        beta = self.beta.unsqueeze(0).unsqueeze(-1).exp()
+        return x + (1.0 / (beta + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+
+
+def _act(use_snake: bool, channels: int) -> nn.Module:
+    return SnakeBeta(channels) if use_snake else nn.ELU()
+
+
+def _wn_conv(*args: Any, **kwargs: Any) -> nn.Module:
+    return weight_norm(nn.Conv1d(*args, **kwargs))
+
+
+def _wn_conv_t(*args: Any, **kwargs: Any) -> nn.Module:
+    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+
+
+class ResidualUnit(nn.Module):
+    """act -> dilated conv k7 -> act -> conv k1, plus the input. [B, C, T] -> [B, C, T]."""
+
+    def __init__(self, channels: int, dilation: int, use_snake: bool):
+        super().__init__()
+        self.layers = nn.Sequential(
+            _act(use_snake, channels),
+            _wn_conv(channels, channels, kernel_size=7, dilation=dilation, padding=3 * dilation),
+            _act(use_snake, channels),
+            _wn_conv(channels, channels, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layers(x)
+
+
+class EncoderBlock(nn.Module):
+    """Three residual units, then a strided conv. [B, Cin, T] -> [B, Cout, T / stride]."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, use_snake: bool):
+        super().__init__()
+        self.layers = nn.Sequential(
+            *(ResidualUnit(c_in, d, use_snake) for d in (1, 3, 9)),
+            _act(use_snake, c_in),
+            _wn_conv(c_in, c_out, kernel_size=2 * stride, stride=stride,
+                     padding=math.ceil(stride / 2)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class DecoderBlock(nn.Module):
+    """A transposed conv, then three residual units. [B, Cin, F] -> [B, Cout, F * stride]."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, use_snake: bool):
+        super().__init__()
+        self.layers = nn.Sequential(
+            _act(use_snake, c_in),
+            _wn_conv_t(c_in, c_out, kernel_size=2 * stride, stride=stride,
+                       padding=math.ceil(stride / 2)),
+            *(ResidualUnit(c_out, d, use_snake) for d in (1, 3, 9)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class OobleckEncoder(nn.Module):
+    """Audio [B, C, T] -> [B, 2D, T / hop] (mean and pre-softplus scale, stacked on channels)."""
+
+    def __init__(self, config: OobleckConfig):
+        super().__init__()
+        widths = [config.channels * m for m in [1, *config.c_mults]]
+        layers: list[nn.Module] = [_wn_conv(config.audio_channels, widths[0], 7, padding=3)]
+        for i, stride in enumerate(config.strides):
+            layers.append(EncoderBlock(widths[i], widths[i + 1], stride, config.use_snake))
+        layers += [_act(config.use_snake, widths[-1]),
+                   _wn_conv(widths[-1], 2 * config.latent_dim, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class OobleckDecoder(nn.Module):
+    """Latents [B, D, F] -> audio [B, C, F * hop]."""
+
+    def __init__(self, config: OobleckConfig):
+        super().__init__()
+        widths = [config.channels * m for m in [1, *config.c_mults]]
+        layers: list[nn.Module] = [_wn_conv(config.latent_dim, widths[-1], 7, padding=3)]
+        for i in range(len(config.strides), 0, -1):
+            layers.append(DecoderBlock(widths[i], widths[i - 1], config.strides[i - 1],
+                                       config.use_snake))
+        layers += [_act(config.use_snake, widths[0]),
+                   _wn_conv(widths[0], config.audio_channels, 7, padding=3, bias=False),
+                   nn.Tanh() if config.final_tanh else nn.Identity()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)
+
+
+class VAEOutput(NamedTuple):
+    audio: torch.Tensor
+    """Reconstruction [B, C, F * hop] (from a posterior sample in training mode, else the mean)."""
+    mean: torch.Tensor
+    """Posterior mean [B, D, F] (the deterministic latents)."""
+    std: torch.Tensor
+    """Posterior standard deviation [B, D, F] (softplus(scale) + 1e-4)."""
+    kl: torch.Tensor
+    """Scalar KL to N(0, I): sum over channels, mean over batch and frames."""
+
+
+def kl_divergence(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std^2) || N(0, 1)) * 2, as stable-audio-tools computes it: sum over channels of
+    (mean^2 + var - log var - 1), averaged over batch and frames. [B, D, F] x2 -> scalar."""
+    var = std * std
+    return (mean * mean + var - torch.log(var) - 1).sum(1).mean()
+
+
+class OobleckVAE(nn.Module):
+    """Encoder + VAE bottleneck + decoder. See the module docstring for shapes."""
+
+    def __init__(self, config: OobleckConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = OobleckEncoder(config)
+        self.decoder = OobleckDecoder(config)
+
+    def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, C, T] -> (mean [B, D, F], std [B, D, F])."""
+        mean, scale = self.encoder(x).chunk(2, dim=1)
+        return mean, nn.functional.softplus(scale) + 1e-4
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio [B, C, T] -> deterministic latents [B, D, F]: the posterior mean."""
+        return self.encoder(x)[:, : self.config.latent_dim]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents [B, D, F] -> audio [B, C, F * hop]."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> VAEOutput:
+        """Audio [B, C, T] -> VAEOutput. Samples the posterior in training mode only."""
+        mean, std = self.encode_dist(x)
+        z = mean + std * torch.randn_like(mean) if self.training else mean
+        return VAEOutput(self.decode(z), mean, std, kl_divergence(mean, std))
+
+    @property
+    def folded(self) -> bool:
+        """True once `fold_weight_norm()` has run (no weight-norm parametrizations left)."""
+        return not any(parametrize.is_parametrized(m) for m in self.modules())
+
+    def fold_weight_norm(self) -> OobleckVAE:
+        """In place: every weight-normed conv becomes a plain conv whose weight is g * v / |v|.
+        Outputs are unchanged; the model exports cleanly. Safe under no_grad / inference_mode
+        (where `remove_parametrizations` alone would leave an unregistered tensor). Returns self."""
+        for module in list(self.modules()):  # a list: the loop edits the module tree
+            if parametrize.is_parametrized(module, "weight"):
+                v = module.parametrizations.weight.original1
+                with torch.inference_mode(False), torch.no_grad():
+                    weight = module.weight.clone()
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+                module.weight = nn.Parameter(weight, requires_grad=v.requires_grad)
+        return self
+
+
+def save_vae(model: OobleckVAE, out_dir: str | Path) -> Path:
+    """Write `out_dir/config.json` + `out_dir/model.safetensors` (each replaced atomically)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = out_dir / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "steerpad-oobleck"})
+    os.replace(tmp, out_dir / "model.safetensors")
+    meta = {"kind": "oobleck_vae", "folded": model.folded, "config": model.config.to_dict()}
+    tmp = out_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out_dir / "config.json")
+    return out_dir
+
+
+def load_vae(model_dir: str | Path) -> OobleckVAE:
+    """Rebuild a VAE saved by `save_vae` (eval mode). SteerpadError naming the file if the
+    folder is missing, its config is invalid or its weights do not fit the config."""
+    model_dir = Path(model_dir)
+    cfg_path, weights = model_dir / "config.json", model_dir / "model.safetensors"
+    for p in (cfg_path, weights):
+        if not p.is_file():
+            raise SteerpadError(f"{p}: missing; a VAE folder holds config.json and "
+                                "model.safetensors (written by save_vae / `steerpad train vae`)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+        if meta.get("kind") != "oobleck_vae":
+            raise ValueError(f"kind is {meta.get('kind')!r}, not 'oobleck_vae'")
+        config = OobleckConfig.from_dict(meta["config"])
+        folded = bool(meta.get("folded", False))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SteerpadError(f"{cfg_path}: not a valid VAE config ({e}); re-save the model") from None
+    model = OobleckVAE(config)
+    if folded:
+        model.fold_weight_norm()
+    load_vae_state(model, _read_safetensors(weights), source=str(weights))
+    return model.eval()
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 -- a torn or foreign file: safetensors raises many types
+        raise SteerpadError(f"{path}: not a readable safetensors file ({e.__class__.__name__}); "
+                            "re-save the model") from None

@@ -1,0 +1,464 @@
+"""`steerpad train vae`: trains an Oobleck VAE (the `small` config by default) on an ingested store.
+
+One loop, top to bottom: sample a batch of onset-biased crops, forward, loss (multi-resolution
+STFT + pre-emphasised waveform L1 + log-envelope L1 + KL), step, every `eval_every` steps the
+validation STFT distance and SNR, every `ckpt_every` steps a checkpoint. All randomness of step s
+is drawn from (seed, s), and the checkpoint holds model, optimizer, step, history and RNG states,
+so `--resume` continues with the same loss curve as an uninterrupted run (bit-identical on CPU).
+
+Output folder: `checkpoint.pt`, `curves.png`, `metrics.json` (final flat metrics), `history.json`
+(every logged (step, value)), and `vae/` (the final model, `save_vae`; fold its weight norm after
+`load_vae` for inference)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from steerpad.offline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from steerpad.offline.latents import check_compatible
+from steerpad.offline.losses import (
+    FFT_SIZES,
+    MultiResolutionSTFTLoss,
+    log_envelope_l1,
+    snr_db,
+    waveform_l1,
+)
+from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
+from steerpad.offline.plots import plot_curves
+from steerpad.realtime.errors import SteerpadError
+
+if TYPE_CHECKING:
+    from steerpad.offline.ingest import IngestStore
+
+History = dict[str, list[tuple[int, float]]]
+
+
+@dataclass
+class VAETrainConfig:
+    """How to train the VAE. Changing any field but steps/ckpt_every/eval_every/threads on
+    `--resume` is allowed but the curve then leaves the uninterrupted one."""
+
+    model: str = "small"
+    """Oobleck config name (`oobleck.CONFIGS`); train_vae also takes a custom OobleckConfig."""
+    steps: int = 2000
+    """Total optimizer steps (a resumed run continues up to this many)."""
+    batch: int = 4
+    """Crops per step."""
+    crop_frames: int = 8
+    """Crop length in latent frames of the VAE (crop samples = crop_frames * hop)."""
+    onset_prob: float = 0.5
+    """Share of crops that start at the onset (sample 0); the rest start at u² · (last start that
+    keeps a quarter of the crop sounding), u uniform, i.e. biased to the early, loud part."""
+    lr: float = 1.5e-4
+    """AdamW learning rate (Stable Audio Open's autoencoder uses 1.5e-4)."""
+    betas: tuple[float, float] = (0.8, 0.99)
+    """AdamW betas."""
+    weight_decay: float = 1e-3
+    """AdamW decoupled weight decay."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up; constant after it (the schedule depends on the step only)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    stft_weight: float = 1.0
+    """Weight of the multi-resolution STFT loss (spectral convergence + log magnitude)."""
+    fft_sizes: tuple[int, ...] = FFT_SIZES
+    """STFT resolutions (window = FFT size, hop = FFT size / 4)."""
+    stereo: Literal["mid_side", "per_channel", "mono"] = "mid_side"
+    """Which signals the STFT loss compares for 2-channel audio."""
+    wave_weight: float = 1.0
+    """Weight of the L1 on the pre-emphasised waveform (ties phase; sharpens attacks)."""
+    preemphasis: float = 0.9
+    """Pre-emphasis coefficient of that L1 (0 = plain waveform L1)."""
+    envelope_weight: float = 0.1
+    """Weight of the L1 between log RMS envelopes (256-sample windows): attack loudness."""
+    kl_weight: float = 1e-4
+    """Weight of KL(q(z|x) ‖ N(0, I)), summed over latent channels, mean over frames."""
+    ckpt_every: int = 200
+    """Write checkpoint.pt every this many steps (and at the end)."""
+    eval_every: int = 200
+    """Validate every this many steps (and at the end); 0 = only at the end."""
+    eval_clips: int = 32
+    """Validate on at most this many validation clips (evenly spread, whole clips)."""
+    seed: int = 0
+    """Seeds model init and, with the step number, every crop and posterior sample."""
+    threads: int = 2
+    """torch CPU threads (0 = torch's default)."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.fft_sizes = tuple(int(n) for n in self.fft_sizes)
+        positive = ("steps", "batch", "crop_frames", "ckpt_every", "eval_clips")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "threads", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "grad_clip", "stft_weight", "wave_weight",
+                     "envelope_weight", "kl_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr == 0:
+            raise ValueError("lr must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.onset_prob <= 1 or not 0 <= self.preemphasis < 1:
+            raise ValueError("onset_prob must be in [0, 1] and preemphasis in [0, 1)")
+        if not self.fft_sizes or any(n < 8 for n in self.fft_sizes):
+            raise ValueError(f"fft_sizes must be non-empty sizes >= 8, got {self.fft_sizes}")
+        if self.stereo not in ("mid_side", "per_channel", "mono"):
+            raise ValueError(f"stereo must be mid_side, per_channel or mono, got {self.stereo!r}")
+
+
+# ----------------------------------------------------------------- data
+
+def step_seed(seed: int, step: int) -> int:
+    """The one integer all randomness of `step` derives from."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def sample_crops(clips: np.ndarray, sounding: np.ndarray, batch: int, crop: int,
+                 onset_prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Onset-biased random crops. `clips [N, C, T]`, `sounding [N]` (sounding samples per clip)
+    -> `[batch, C, crop]`. One-shots hold most of their energy right after the onset at sample 0,
+    so uniform crops would be mostly silence."""
+    n, _, t = clips.shape
+    out = np.empty((batch, clips.shape[1], crop), np.float32)
+    for b, i in enumerate(rng.integers(n, size=batch)):
+        last = max(0, min(t - crop, int(sounding[i]) - crop // 4))
+        start = 0 if rng.random() < onset_prob else int(rng.random() ** 2 * (last + 1))
+        out[b] = clips[i, :, start:start + crop]
+    return out
+
+
+def load_split(store: IngestStore, split: str,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of a split -> (audio `[N, C, T]`, sounding samples `[N]`); `limit` picks evenly."""
+    ids = list(store.ids(split))
+    if limit is not None and len(ids) > limit:
+        ids = [ids[int(j)] for j in np.linspace(0, len(ids) - 1, limit).round()]
+    by_id = {r.id: r for r in store.records}
+    hop = store.config.hop
+    if not ids:
+        empty = np.zeros((0, store.config.channels, store.config.frames * hop), np.float32)
+        return empty, np.zeros(0, np.int64)
+    audio = np.stack([store.audio(i) for i in ids]).astype(np.float32, copy=False)
+    sounding = np.array([by_id[i].frames * hop for i in ids], np.int64)
+    return audio, sounding
+
+
+# ----------------------------------------------------------------- loss and evaluation
+
+class VAELoss(torch.nn.Module):
+    """The training objective; forward returns (total, flat metrics)."""
+
+    def __init__(self, cfg: VAETrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stft = MultiResolutionSTFTLoss(cfg.fft_sizes, cfg.stereo)
+
+    def forward(self, audio: torch.Tensor, kl: torch.Tensor,
+                x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """audio (reconstruction) and x (target) `[B, C, T]`; kl the VAE's scalar KL."""
+        c = self.cfg
+        terms = {"stft": self.stft(audio, x), "wave": waveform_l1(audio, x, c.preemphasis),
+                 "env": log_envelope_l1(audio, x), "kl": kl}
+        weights = {"stft": c.stft_weight, "wave": c.wave_weight, "env": c.envelope_weight,
+                   "kl": c.kl_weight}
+        total = sum(weights[k] * v for k, v in terms.items())
+        metrics = {f"{k}/train": float(v.detach()) for k, v in terms.items()}
+        metrics["loss/train"] = float(total.detach())
+        return total, metrics
+
+
+@torch.inference_mode()
+def evaluate(model: OobleckVAE, audio: np.ndarray, stft: MultiResolutionSTFTLoss,
+             batch: int = 8) -> dict[str, float]:
+    """Whole-clip reconstruction from the posterior mean. `audio [N, C, T]` -> {"stft/val":
+    multi-resolution STFT distance (mean over clips), "snr_db/val": SNR in dB (mean over clips)}."""
+    was_training = model.training
+    model.eval()
+    hop = model.config.hop
+    t = audio.shape[-1] // hop * hop
+    device = next(model.parameters()).device
+    dist, snr = [], []
+    for s in range(0, len(audio), batch):
+        x = torch.from_numpy(audio[s:s + batch, :, :t]).to(device)
+        x_hat = model.decode(model.encode(x))
+        dist += [float(stft(x_hat[i:i + 1], x[i:i + 1])) for i in range(len(x))]
+        snr += snr_db(x_hat, x).tolist()
+    model.train(was_training)
+    return {"stft/val": float(np.mean(dist)), "snr_db/val": float(np.mean(snr))}
+
+
+def crop_samples(config: VAETrainConfig, model_config: OobleckConfig) -> int:
+    """Crop length in samples; SteerpadError if the largest STFT does not fit in it."""
+    crop = config.crop_frames * model_config.hop
+    if crop <= max(config.fft_sizes) // 2:
+        raise SteerpadError(f"crop_frames: {config.crop_frames} frames of {model_config.hop} "
+                            f"samples are too short for the {max(config.fft_sizes)}-point STFT; "
+                            "raise --crop-frames")
+    return crop
+
+
+def lr_at(cfg: VAETrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+# ----------------------------------------------------------------- the loop
+
+def train_vae(store: IngestStore | str | Path, out_dir: str | Path, config: VAETrainConfig,
+              resume: bool = False, model_config: OobleckConfig | None = None,
+              on_step: Callable[[int, dict[str, float]], None] | None = None,
+              device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Train (or, with `resume`, continue training) and write the output folder. Returns the final
+    flat metrics. `on_step(step, metrics)` is called after each step (tests interrupt with it)."""
+    with num_threads(config.threads):
+        return _train(store, Path(out_dir), config, resume, model_config, on_step, device, progress)
+
+
+@contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to `n` (0 = unchanged) for the block, then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfig, resume: bool,
+           model_config: OobleckConfig | None,
+           on_step: Callable[[int, dict[str, float]], None] | None, device: str,
+           progress: bool) -> dict[str, Any]:
+    if isinstance(store, (str, Path)):
+        from steerpad.offline.ingest import IngestStore
+
+        store = IngestStore.open(Path(store))
+    ckpt_path = out_dir / "checkpoint.pt"
+    if not resume and ckpt_path.exists():
+        raise SteerpadError(f"{out_dir} already holds a training run; pass --resume to continue it "
+                            "or pick another --out")
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:
+        saved = OobleckConfig.from_dict(ckpt["model_config"])
+        if model_config is not None and asdict(model_config) != asdict(saved):
+            raise SteerpadError(f"{ckpt_path}: was trained with VAE config {saved.name!r} "
+                                f"({asdict(saved)}), not the one given; use another --out")
+        model_config = saved
+    elif model_config is None:
+        model_config = get_config(config.model)
+    check_compatible(store, model_config, "train vae", hop=False)
+    crop = crop_samples(config, model_config)
+    if crop > store.config.length:
+        raise SteerpadError(f"crop_frames: {config.crop_frames} frames of {model_config.hop} "
+                            f"samples exceed the store's clips ({store.config.length} samples); "
+                            "lower --crop-frames")
+    train_audio, train_sounding = load_split(store, "train")
+    if len(train_audio) == 0:
+        raise SteerpadError(f"{store.path}: no training clips; ingest more kits or lower "
+                            "--val-fraction")
+    val_audio, _ = load_split(store, "val", config.eval_clips)
+
+    torch.manual_seed(config.seed)
+    model = OobleckVAE(model_config).to(device)
+    loss_fn = VAELoss(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
+                            weight_decay=config.weight_decay)
+    history: History = {}
+    start, elapsed = 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
+        history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in ckpt["history"].items()}
+        set_rng_state(ckpt["rng"])
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            history.setdefault(k, []).append((step, v))
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            "train_config": asdict(config), "model_config": asdict(model_config),
+            "history": history, "rng": rng_state(), "elapsed_s": elapsed})
+
+    def validate(step: int) -> None:
+        if len(val_audio) and not any(s == step for s, _ in history.get("stft/val", [])):
+            log(step, evaluate(model, val_audio, loss_fn.stft))
+
+    model.train()
+    bar = _tqdm(total=config.steps, initial=start, desc="train vae", unit="step",
+                disable=not progress)
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, config.steps):
+            # All randomness of this step comes from (seed, step): crops and the posterior sample.
+            seed = step_seed(config.seed, step)
+            x = sample_crops(train_audio, train_sounding, config.batch, crop, config.onset_prob,
+                             np.random.default_rng(seed))
+            x = torch.from_numpy(x).to(device)
+            torch.manual_seed(seed)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(config, step)
+            out = model(x)
+            loss, metrics = loss_fn(out.audio, out.kl, x)
+            if not math.isfinite(metrics["loss/train"]):
+                raise SteerpadError(f"train vae: the loss became {metrics['loss/train']} at step "
+                                    f"{step + 1}; lower --lr or resume from the last checkpoint")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                metrics["grad_norm/train"] = float(norm)
+            opt.step()
+            done = step + 1
+            log(done, metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss/train']:.3f}",
+                            stft=f"{metrics['stft/train']:.3f}")
+            if config.eval_every and done % config.eval_every == 0:
+                validate(done)
+            if done % config.ckpt_every == 0 or done == config.steps:
+                elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                checkpoint(done)
+            if on_step is not None:
+                on_step(done, metrics)
+    finally:
+        bar.close()
+    validate(config.steps)
+    elapsed += time.perf_counter() - t0
+    return _finish(model, out_dir, config, history, elapsed, start)
+
+
+def _finish(model: OobleckVAE, out_dir: Path, config: VAETrainConfig, history: History,
+            elapsed: float, start: int) -> dict[str, Any]:
+    """Final model, curves, metrics."""
+    save_vae(model, out_dir / "vae")
+    plot_curves(history, out_dir / "curves.png",
+                title=f"VAE {model.config.name}: {config.steps} steps")
+    final: dict[str, Any] = {k: pts[-1][1] for k, pts in history.items() if pts}
+    tail = history.get("loss/train", [])[-50:]
+    final["loss/train_last50"] = float(np.mean([v for _, v in tail])) if tail else float("nan")
+    final["run/steps"] = config.steps
+    final["run/seconds"] = elapsed
+    final["run/steps_per_s"] = config.steps / elapsed if elapsed > 0 else float("nan")
+    final["run/params"] = sum(p.numel() for p in model.parameters())
+    (out_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    (out_dir / "history.json").write_text(json.dumps(history) + "\n")
+    return final
+
+
+def _tqdm(**kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)
+
+
+def vae_train_step_rate(model: str | OobleckConfig = "small", batch: int = 4, crop_frames: int = 8,
+                        steps: int = 5, threads: int = 2, device: str = "cpu") -> float:
+    """Benchmark: optimizer steps per second of the full training step (forward, all losses,
+    backward, AdamW) on random noise bursts, after one warm-up step."""
+    cfg = model if isinstance(model, OobleckConfig) else get_config(model)
+    tc = VAETrainConfig(model=cfg.name, batch=batch, crop_frames=crop_frames, threads=threads)
+    with num_threads(threads):
+        return _step_rate(cfg, tc, steps, device)
+
+
+def _step_rate(cfg: OobleckConfig, tc: VAETrainConfig, steps: int, device: str) -> float:
+    batch = tc.batch
+    torch.manual_seed(0)
+    vae = OobleckVAE(cfg).to(device)
+    loss_fn = VAELoss(tc).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=tc.lr, betas=tc.betas)
+    t = crop_samples(tc, cfg)
+    env = torch.exp(-torch.arange(t, device=device) / (0.1 * cfg.sample_rate))
+    x = 0.5 * torch.randn(batch, cfg.audio_channels, t, device=device) * env
+
+    def one() -> None:
+        out = vae(x)
+        loss, _ = loss_fn(out.audio, out.kl, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------- CLI
+
+_OVERRIDABLE = {f.name for f in fields(VAETrainConfig)}
+
+
+_OPTIONS = (
+    ("steps", int, "total optimizer steps"), ("batch", int, "crops per step"),
+    ("crop-frames", int, "crop length in VAE latent frames"), ("lr", float, "learning rate"),
+    ("stft-weight", float, "multi-resolution STFT loss weight"),
+    ("wave-weight", float, "pre-emphasised waveform L1 weight"),
+    ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
+    ("onset-prob", float, "share of crops starting at the onset"),
+    ("ckpt-every", int, "checkpoint every N steps"), ("eval-every", int, "validate every N steps"),
+    ("eval-clips", int, "validation clips per evaluation"), ("seed", int, "random seed"),
+    ("threads", int, "torch CPU threads"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", type=Path, help="an ingested store (steerpad ingest)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (checkpoint, curves, metrics, vae/)")
+    parser.add_argument("--config", dest="model", default=None,
+                        help="Oobleck config name (default small)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
+                        "(options not given keep their saved values)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    defaults = VAETrainConfig()
+    for name, kind, help_ in _OPTIONS:
+        default = getattr(defaults, name.replace("-", "_"))
+        parser.add_argument(f"--{name}", type=kind, default=None,
+                            help=f"{help_} (default {default})")
+
+
+def run(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(args).items() if k in _OVERRIDABLE and v is not None}
+    base: dict[str, Any] = {}
+    if args.resume:
+        base = dict(load_checkpoint(args.out / "checkpoint.pt")["train_config"])
+        if "model" in given and given["model"] != base["model"]:
+            raise SteerpadError(f"--config {given['model']}: {args.out} was trained with "
+                                f"{base['model']!r}; drop --config or use another --out")
+    try:
+        config = VAETrainConfig(**{**base, **given})
+    except ValueError as e:
+        raise SteerpadError(f"train vae: {e}") from None
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    metrics = train_vae(args.store, args.out, config, resume=args.resume, device=device,
+                        progress=not args.no_progress)
+    shown = ("loss/train_last50", "stft/val", "snr_db/val", "run/steps_per_s")
+    print(f"train vae: {config.steps} steps -> {args.out / 'vae'}  "
+          + "  ".join(f"{k}={metrics[k]:.4g}" for k in shown if k in metrics))
+    return 0

@@ -21,10 +21,11 @@ from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config
 
 def decode_rtf(config: str | OobleckConfig = "small", seconds: float = 1.0,
                threads: int | None = None, repeats: int = 5,
-               model: OobleckVAE | None = None) -> dict[str, float]:
+               model: OobleckVAE | None = None, device: str = "cpu") -> dict[str, float]:
     """Median (and min) wall time of `encode` and `decode` on `seconds` of audio (rounded up to
     whole frames, batch 1), with `threads` torch threads (None = torch's current setting), on a
-    folded eval-mode copy of `model` (random weights if None: weights do not change the cost).
+    folded eval-mode copy of `model` (random weights if None: weights do not change the cost),
+    on torch `device` (CUDA timings wait for the GPU to finish).
     Returns
     {"time/encode_ms", "time/decode_ms" (medians), "time/encode_min_ms", "time/decode_min_ms",
     "rtf/encode", "rtf/decode" (compute time / audio time),
@@ -32,18 +33,19 @@ def decode_rtf(config: str | OobleckConfig = "small", seconds: float = 1.0,
     cfg = get_config(config) if isinstance(config, str) else config
     # A copy: the caller's model keeps its weight norm and training mode.
     model = OobleckVAE(cfg) if model is None else copy.deepcopy(model)
-    model = model.fold_weight_norm().eval()
+    model = model.fold_weight_norm().eval().to(device)
     frames = max(1, math.ceil(seconds * cfg.sample_rate / cfg.hop - 1e-9))
     audio = 0.1 * torch.randn(1, cfg.audio_channels, frames * cfg.hop,
-                              generator=torch.Generator().manual_seed(0))
+                              generator=torch.Generator().manual_seed(0)).to(device)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             z = model.encode(audio)
-            enc, enc_min = _time_ms(lambda: model.encode(audio), repeats)
-            dec, dec_min = _time_ms(lambda: model.decode(z), repeats)
+            sync = torch.cuda.synchronize if audio.is_cuda else (lambda: None)
+            enc, enc_min = _time_ms(lambda: model.encode(audio), repeats, sync)
+            dec, dec_min = _time_ms(lambda: model.decode(z), repeats, sync)
             used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
@@ -58,13 +60,16 @@ def decode_rtf(config: str | OobleckConfig = "small", seconds: float = 1.0,
     }
 
 
-def _time_ms(fn, repeats: int) -> tuple[float, float]:
-    """(median, min) wall time of `fn()` in ms, after one warm-up call."""
+def _time_ms(fn, repeats: int, sync=lambda: None) -> tuple[float, float]:
+    """(median, min) wall time of `fn()` in ms, after one warm-up call; `sync()` waits for
+    asynchronous (GPU) work before each clock read."""
     fn()  # warm-up: first-call allocations and kernel selection
+    sync()
     times = []
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times), min(times)
 

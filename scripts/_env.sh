@@ -44,7 +44,11 @@ ensure_venv() {
     local stamp="$VENV/.steerpad-$extras-$ort"
     local want
     want="$(cat pyproject.toml scripts/_env.sh | sha256sum | cut -c1-16)"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    # The test extras include train's: a test venv serves ./scripts/bench and ./scripts/demo too.
+    local s
+    for s in "$stamp" "$VENV/.steerpad-test-$ort"; do
+        if [ -f "$s" ] && [ "$(cat "$s")" = "$want" ]; then return 0; fi
+    done
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     python -m pip install -q --upgrade pip setuptools wheel
     # torch first, pinned: the CPU wheel (an unpinned torch pulls a multi-GB CUDA build).

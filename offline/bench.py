@@ -1,0 +1,153 @@
+"""steerpad's benchmarks: `./scripts/bench [--only NAME ...] [--quick] [--json PATH]`.
+
+Each benchmark is a function in BENCHES returning flat metrics ("group/name": number). The
+results print as a table (stderr) and as one JSON object (stdout, and --json PATH): the
+machine, the options and every benchmark's metrics, so runs can be compared and diffed.
+Speed targets are checked here, never in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool = False
+    """Tiny sizes: checks that every benchmark runs, measures nothing worth reporting."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default, all cores)."""
+    device: str = "cpu"
+    """torch device for the VAE benchmarks ("cuda" on a GPU machine)."""
+
+
+def bench_sae_train(o: Options) -> dict[str, float]:
+    """TopK SAE training throughput (64 -> 4096, k=32): latent vectors/s, with and without AuxK."""
+    from steerpad.offline.sae_train import sae_throughput
+
+    return sae_throughput(n_vectors=8192 if o.quick else 65536, batch=1024 if o.quick else 4096)
+
+
+def _vae_codec(config: str) -> Callable[[Options], dict[str, float]]:
+    def bench(o: Options) -> dict[str, float]:
+        from steerpad.offline.vae_bench import decode_rtf
+
+        return decode_rtf(config, seconds=0.1 if o.quick else 1.0, threads=o.threads,
+                          repeats=1 if o.quick else 5, device=o.device)
+
+    bench.__doc__ = (f"`{config}` Oobleck VAE, 1 s of audio: encode and decode wall time and "
+                     "real-time factor (compute time / audio time), weight norm folded")
+    return bench
+
+
+def bench_vae_train(o: Options) -> dict[str, float]:
+    """`small` VAE training step (batch 4 x 8-frame crops, all losses, AdamW): steps/s."""
+    from steerpad.offline.vae_train import vae_train_step_rate
+
+    threads = o.threads or torch.get_num_threads()
+    steps = 1 if o.quick else 5
+    rate = vae_train_step_rate("small", batch=4, crop_frames=2 if o.quick else 8, steps=steps,
+                               threads=threads, device=o.device)
+    return {"vae_train/steps_per_s": rate, "vae_train/batch": 4.0,
+            "vae_train/crop_frames": 2.0 if o.quick else 8.0}
+
+
+BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {
+    "sae_train": bench_sae_train,
+    "vae_small": _vae_codec("small"),
+    "vae_sao": _vae_codec("sao"),
+    "vae_train_small": bench_vae_train,
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+                            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_benches(names: list[str], options: Options,
+                log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the named benchmarks in order; returns the JSON-ready report."""
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    old_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for name in names:
+            log(f"bench: {name} ...")
+            t0 = time.perf_counter()
+            results[name] = {k: float(v) for k, v in BENCHES[name](options).items()}
+            log(f"bench: {name} done in {time.perf_counter() - t0:.1f} s")
+        info = machine()
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"machine": info, "options": asdict(options), "results": results,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table: benchmark, metric, value."""
+    rows = [(bench, metric, f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}")
+            for bench, metrics in report["results"].items() for metric, value in metrics.items()]
+    w = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("benchmark", "metric", "value"))]
+    lines = [f"{'benchmark':<{w[0]}}  {'metric':<{w[1]}}  {'value':>{w[2]}}", "  ".join("-" * n for n in w)]
+    lines += [f"{b:<{w[0]}}  {m:<{w[1]}}  {v:>{w[2]}}" for b, m, v in rows]
+    m = report["machine"]
+    lines.append(f"on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
+                 f"{m['torch_threads']} threads{', ' + m['gpu'] if 'gpu' in m else ''})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(BENCHES),
+                        help=f"run only these ({', '.join(BENCHES)})")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device for the VAE benchmarks")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, fn in BENCHES.items():
+            print(f"{name:<16} {(fn.__doc__ or '').strip()}")
+        return 0
+    options = Options(quick=args.quick, threads=args.threads, device=args.device)
+    report = run_benches(args.only or list(BENCHES), options,
+                         log=lambda s: print(s, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2)
+    print(table(report), file=sys.stderr)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""scripts/bench's machinery: every benchmark runs and reports sane numbers (not their speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steerpad.offline import bench
+
+
+def test_quick_run_prints_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench" / "report.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert json.loads(out.read_text()) == report
+    assert set(report["results"]) == set(bench.BENCHES)
+    assert report["options"] == {"quick": True, "threads": None, "device": "cpu"}
+    r = report["results"]
+    assert r["sae_train"]["sae/vectors_per_s"] > 0 and r["sae_train"]["sae/n_features"] == 4096
+    for config in ("vae_small", "vae_sao"):
+        m = r[config]
+        assert m["time/decode_ms"] > 0 and m["rtf/decode"] > 0
+        assert m["rtf/decode"] == pytest.approx(m["time/decode_ms"] / 1000 / m["audio/seconds"])
+    # SAO's VAE is ~78 M parameters a side; small is far smaller.
+    assert 70e6 < r["vae_sao"]["params/decoder"] < 90e6
+    assert r["vae_small"]["params/decoder"] < r["vae_sao"]["params/decoder"] / 20
+    assert r["vae_train_small"]["vae_train/steps_per_s"] > 0
+    for name in bench.BENCHES:
+        assert name in captured.err  # the table names every benchmark
+    assert "rtf/decode" in captured.err
+
+
+def test_only_and_threads(capsys):
+    assert bench.main(["--quick", "--only", "vae_small", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["results"]) == ["vae_small"]
+    assert report["results"]["vae_small"]["torch/threads"] == 1
+
+
+def test_unknown_benchmark_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--only", "nope"])
+    assert e.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -91,9 +91,14 @@ def test_sparse_kernels_match_dense_autograd(level_pair):
     err = x - (f @ m.W_dec * m.scale / 8 + m.b_dec)
     total = (x - x.mean(0)).pow(2).sum()
     fvu = err.pow(2).sum() / total
-    va, ia = pre.masked_fill(~dead[r:], -math.inf).topk(3, dim=-1)
-    f_aux = torch.zeros(50, 64).scatter(1, ia + r, torch.relu(va) * gain.detach())
-    aux = (f_aux @ m.W_dec * m.scale / 8 - err.detach()).pow(2).sum() / total
+    # AuxK: the top 3 dead features, their pre-activations on the detached pre-bias, fit to
+    # the residual at the best non-negative scale per vector; only their weights learn.
+    pre_aux = ((x - m.b_dec.detach()) @ m.W_enc.t() + m.b_enc)[:, r:]
+    va, ia = pre_aux.masked_fill(~dead[r:], -math.inf).topk(3, dim=-1)
+    e_hat = torch.zeros(50, 64).scatter(1, ia + r, torch.relu(va)) @ m.W_dec
+    e = err.detach()
+    fit = ((e_hat * e).sum(-1, keepdim=True) / e_hat.pow(2).sum(-1, keepdim=True)).clamp_min(0)
+    aux = (fit * e_hat - e).pow(2).sum() / e.pow(2).sum()
     (fvu + aux).backward()
 
     assert torch.allclose(out.fvu, fvu, atol=1e-6) and torch.allclose(out.aux_loss, aux, atol=1e-6)

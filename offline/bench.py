@@ -63,11 +63,66 @@ def bench_vae_train(o: Options) -> dict[str, float]:
             "vae_train/crop_frames": 2.0 if o.quick else 8.0}
 
 
+def bench_export_onnx(o: Options) -> dict[str, float]:
+    """`small` VAE decoder, 1 s of audio: torch eager vs onnxruntime (CPU, same threads); steer.onnx
+    on one one-shot (32 frames, K=5, a 4096/k32 SAE). Random weights; always on the CPU."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from steerpad.offline.export import export_onnx
+    from steerpad.offline.oobleck import OobleckVAE, get_config
+    from steerpad.offline.sae import SAEConfig, TopKSAE
+    from steerpad.offline.steering import SteerModule
+    from steerpad.offline.vae_bench import _time_ms
+
+    threads = o.threads or torch.get_num_threads()
+    cfg = get_config("tiny" if o.quick else "small")
+    vae = OobleckVAE(cfg).fold_weight_norm().eval()
+    sae = TopKSAE(SAEConfig(d_in=cfg.latent_dim, **({"n_features": 512, "k": 16} if o.quick else {}))).eval()
+    directions = torch.randn(5, sae.config.n_features, generator=torch.Generator().manual_seed(0))
+    directions /= directions.norm(dim=1, keepdim=True)
+    frames = 3 if o.quick else -(-cfg.sample_rate // cfg.hop)  # whole frames covering 1 s
+    shot = 4 if o.quick else 32
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(1, cfg.latent_dim, frames, generator=g)
+    z_shot, alpha = torch.randn(1, cfg.latent_dim, shot, generator=g), torch.full((5,), 10.0)
+    repeats = 1 if o.quick else 10
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        paths = export_onnx(vae, sae, directions, tmp, models=("decoder", "steer"))
+        export_s = time.perf_counter() - t0
+        decoder, steer = (ort.InferenceSession(str(paths[m]), options, providers=["CPUExecutionProvider"])
+                          for m in ("decoder", "steer"))
+    z_np, shot_np, alpha_np = z.numpy(), z_shot.numpy(), alpha.numpy()
+    onnx_decode, _ = _time_ms(lambda: decoder.run(None, {"latents": z_np}), repeats)
+    onnx_steer, _ = _time_ms(lambda: steer.run(None, {"latents": shot_np, "alpha": alpha_np}), repeats)
+    steer_module = SteerModule(sae, directions)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            torch_decode, _ = _time_ms(lambda: vae.decode(z), repeats)
+            torch_steer, _ = _time_ms(lambda: steer_module(z_shot, alpha), repeats)
+            err = float(np.abs(decoder.run(None, {"latents": z_np})[0] - vae.decode(z).numpy()).max())
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"onnx/decode_ms": onnx_decode, "torch/decode_ms": torch_decode,
+            "onnx/steer_ms": onnx_steer, "torch/steer_ms": torch_steer,
+            "onnx/decode_speedup": torch_decode / onnx_decode, "onnx/decode_max_abs_error": err,
+            "onnx/export_s": export_s, "audio/seconds": frames * cfg.hop / cfg.sample_rate,
+            "audio/frames": float(frames), "steer/frames": float(shot), "onnx/threads": float(threads)}
+
+
 BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {
     "sae_train": bench_sae_train,
     "vae_small": _vae_codec("small"),
     "vae_sao": _vae_codec("sao"),
     "vae_train_small": bench_vae_train,
+    "export_onnx": bench_export_onnx,
 }
 
 

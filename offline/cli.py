@@ -15,6 +15,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("steerpad.offline.latents", "encode an ingested store into a latent store"),
     "train vae": ("steerpad.offline.vae_train", "train the small Oobleck VAE on an ingested store"),
     "train sae": ("steerpad.offline.sae_train", "train the TopK sparse autoencoder on a latent store"),
+    "export": ("steerpad.offline.export", "export a VAE, SAE and steering directions as a playable bundle"),
+    "train": ("steerpad.offline.train_all", "one-shots to a bundle: every stage, resumable"),
+    "eval": ("steerpad.offline.evaluate", "measure a bundle's steering on held-out one-shots"),
 }
 
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from steerpad.offline.ingest import IngestStore
 
 History = dict[str, list[tuple[int, float]]]
+INIT_CROPS = 32  # crops the data-dependent init sees
+INIT_STREAM = 0x1417  # its crops come from their own RNG stream, apart from any step's
 
 
 @dataclass
@@ -90,6 +92,9 @@ class VAETrainConfig:
     """Validate every this many steps (and at the end); 0 = only at the end."""
     eval_clips: int = 32
     """Validate on at most this many validation clips (evenly spread, whole clips)."""
+    data_init: bool = True
+    """Start a fresh model with the data-dependent init (OobleckVAE.data_init_); without it the
+    posterior collapses (see there)."""
     seed: int = 0
     """Seeds model init and, with the step number, every crop and posterior sample."""
     threads: int = 2
@@ -275,6 +280,10 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
 
     torch.manual_seed(config.seed)
     model = OobleckVAE(model_config).to(device)
+    if ckpt is None and config.data_init:  # a fresh model: gains and biases from the data
+        rng = np.random.default_rng([config.seed, INIT_STREAM])
+        init = sample_crops(train_audio, train_sounding, INIT_CROPS, crop, config.onset_prob, rng)
+        model.data_init_(torch.from_numpy(init).to(device))
     loss_fn = VAELoss(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                             weight_decay=config.weight_decay)

@@ -27,6 +27,9 @@ def test_quick_run_prints_table_and_json(tmp_path, capsys):
     assert 70e6 < r["vae_sao"]["params/decoder"] < 90e6
     assert r["vae_small"]["params/decoder"] < r["vae_sao"]["params/decoder"] / 20
     assert r["vae_train_small"]["vae_train/steps_per_s"] > 0
+    e = r["export_onnx"]
+    assert e["onnx/decode_ms"] > 0 and e["torch/decode_ms"] > 0 and e["onnx/steer_ms"] > 0
+    assert e["onnx/decode_max_abs_error"] < 1e-4
     for name in bench.BENCHES:
         assert name in captured.err  # the table names every benchmark
     assert "rtf/decode" in captured.err

@@ -307,3 +307,45 @@ def test_load_sao_weights_refuses_a_checkpoint_that_is_not_a_state_dict(tmp_path
     torch.save([torch.zeros(2)], path)
     with pytest.raises(SteerpadError, match="holds a list, not a state dict"):
         load_sao_weights(OobleckVAE(TINY), path)
+
+
+def _drum_batch(n: int = 12, seconds: float = 0.4) -> torch.Tensor:
+    """Synthetic one-shots of every kind, stereo, [n, 2, frames * 2048]."""
+    import numpy as np
+    from drumsynth import LABELS, random_params, render
+
+    rng = np.random.default_rng(3)
+    length = int(seconds * 44100) // 2048 * 2048
+    out = np.zeros((n, 2, length), np.float32)
+    for i in range(n):
+        kind = LABELS[i % len(LABELS)]
+        x = render(kind, random_params(kind, rng), seed=i)[:length]
+        out[i, :, : len(x)] = x
+    return torch.from_numpy(out)
+
+
+def test_data_init_makes_a_fresh_model_carry_its_input():
+    """Default init: latents hardly differ between clips and the decoder ignores them (why the
+    posterior collapsed in training). After data_init_: the latents spread about as much as
+    their own size, the posterior is narrow, and the decoder's output follows its input."""
+    x = _drum_batch()
+
+    def spread(t: torch.Tensor) -> float:  # across clips, relative to the RMS
+        return float((t - t.mean(0)).pow(2).mean().sqrt() / t.pow(2).mean().sqrt())
+
+    torch.manual_seed(0)
+    plain = OobleckVAE(get_config("tiny")).eval()
+    torch.manual_seed(0)
+    init = OobleckVAE(get_config("tiny")).data_init_(x[:8]).eval()
+    with torch.no_grad():
+        z0, z1 = plain.encode(x), init.encode(x)
+        y0, y1 = plain.decode(z0), init.decode(z1)
+        _, std = init.encode_dist(x)
+    assert spread(z0) < 0.05 and spread(y0) < 0.05, (spread(z0), spread(y0))
+    assert spread(z1) > 0.3 and spread(y1) > 0.3, (spread(z1), spread(y1))
+    assert 0.1 < float(std.mean()) < 0.6  # softplus(SCALE_BIAS_INIT) = 0.31 to start
+    # the decoder's output level is the audio's, not orders of magnitude off
+    ratio = float(y1.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+    assert 0.1 < ratio < 10, ratio
+    with pytest.raises(ValueError, match="weight-normed"):
+        OobleckVAE(get_config("tiny")).fold_weight_norm().data_init_(x)

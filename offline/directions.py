@@ -1,0 +1,203 @@
+"""The steering stage: descriptors of every clip, a probe per descriptor, knob directions, and
+their calibration on held-out clips. Writes a steering folder that `steerpad export` reads:
+
+    directions.safetensors   "directions" [K, F] (unit rows, oriented so +α raises the
+                             descriptor), "probe.<descriptor>.weight|bias|edges"
+    directions.json          {"directions": [{name, descriptor, unit, alpha_min, alpha_max,
+                             polarity, ...calibration}], "probes": {descriptor: metrics},
+                             "descriptors": {name: {unit, mean, std}}}
+
+Frames: latent frame i of a clip pairs with descriptor frame i of its audio (same hop); only
+frames that sound (loudness above -60 dBFS, and within the clip's sounding frames) are used,
+and for pitch only frames with pitch_confidence >= `pitch_confidence`. Probes are fitted on the
+training kits and scored on the validation kits; calibration renders validation clips.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from steerpad.offline.descriptors import DESCRIPTORS, describe_clips
+from steerpad.offline.probes import Probe, ProbeConfig, sae_codes, train_probe
+from steerpad.offline.sae import TopKSAE
+from steerpad.offline.steer_eval import (
+    DESC_NAMES,
+    KNOB_NAMES,
+    alpha_grid,
+    calibrate_direction,
+    content_norm,
+    sweep,
+)
+from steerpad.offline.steering import SteerModule
+from steerpad.realtime.errors import SteerpadError
+
+MIN_FRAMES = 32  # per split, for a probe to be fitted at all
+
+
+@dataclass
+class SteeringConfig:
+    """Probes, knobs and their calibration."""
+
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    knobs: tuple[str, ...] = tuple(KNOB_NAMES)
+    """Descriptors that become knob directions (named by steer_eval.KNOB_NAMES)."""
+    pitch_confidence: float = 0.5
+    """Pitch frames below this pyin voiced probability are left out of the pitch probe."""
+    calib_clips: int = 16
+    """Validation clips rendered per direction to calibrate α."""
+    alpha_points: int = 5
+    """Grid points per side of α = 0 (geometric, up to twice the codes' content length)."""
+    target_std: float = 1.0
+    """A full knob turn should move its descriptor by this many dataset standard deviations."""
+    workers: int = 2
+    """Processes describing clips."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.probe, dict):
+            self.probe = ProbeConfig(**self.probe)
+        self.knobs = tuple(self.knobs)
+        unknown = [k for k in self.knobs if k not in KNOB_NAMES]
+        if unknown:
+            raise ValueError(f"unknown knob descriptors {unknown}; choose from {list(KNOB_NAMES)}")
+        if self.calib_clips < 1 or self.alpha_points < 1 or self.target_std <= 0:
+            raise ValueError("calib_clips >= 1, alpha_points >= 1 and target_std > 0 required")
+
+
+@dataclass
+class FrameTable:
+    """Sounding frames of one split: latents z [N, D], descriptor values [N, n_desc]."""
+
+    z: np.ndarray
+    values: np.ndarray
+
+
+def frame_tables(store, latents, workers: int = 2, progress: bool = True
+                 ) -> dict[str, FrameTable]:
+    """Pair every clip's sounding latent frames with its audio's descriptors, per split."""
+    meta = latents.meta
+    sr, hop = int(meta["sample_rate"]), int(meta["hop"])
+    ids = latents.ids()
+    zs = [latents.latents(i) for i in ids]
+    audio = [store.audio(i) for i in tqdm(ids, desc="read clips", disable=not progress)]
+    values, sounding = describe_clips(audio, sr, hop, n_frames=None, workers=workers)
+    by_id = {r.id: r for r in latents.records}
+    out: dict[str, list] = {"train": [[], []], "val": [[], []]}
+    for i, z, v, s in zip(ids, zs, values, sounding):
+        rec = by_id[i]
+        n = min(z.shape[1], len(v), rec.frames)
+        keep = s[:n]
+        out[rec.split][0].append(z[:, :n].T[keep])
+        out[rec.split][1].append(v[:n][keep])
+    tables = {}
+    for split, (z, v) in out.items():
+        if not z:
+            raise SteerpadError(f"{latents.path}: no {split} clips; ingest kits for both splits")
+        tables[split] = FrameTable(np.concatenate(z).astype(np.float32), np.concatenate(v))
+    return tables
+
+
+def fit_probes(sae: TopKSAE, tables: dict[str, FrameTable], config: SteeringConfig,
+               progress: bool = True) -> tuple[dict[str, Probe], dict[str, dict]]:
+    """One probe per descriptor (pitch_confidence itself is not a target). Returns the probes
+    and, per descriptor, the dataset mean/std of the training frames it used."""
+    codes = {s: sae_codes(sae, t.z) for s, t in tables.items()}
+    conf = DESC_NAMES.index("pitch_confidence")
+    probes, stats = {}, {}
+    names = [d for d in DESCRIPTORS if d.name != "pitch_confidence"]
+    for d in tqdm(names, desc="probes", disable=not progress):
+        j = DESC_NAMES.index(d.name)
+        rows = {}
+        for s, t in tables.items():
+            ok = np.ones(len(t.values), bool)
+            if d.name == "pitch":
+                ok = t.values[:, conf] >= config.pitch_confidence
+            rows[s] = np.flatnonzero(ok)
+        if min(len(r) for r in rows.values()) < MIN_FRAMES:
+            continue  # e.g. no pitched frames at all: no probe, no knob
+        v_tr = tables["train"].values[rows["train"], j]
+        if np.ptp(v_tr) <= 0:
+            continue
+        probes[d.name] = train_probe(
+            d.name, codes["train"].subset(rows["train"]), v_tr,
+            codes["val"].subset(rows["val"]), tables["val"].values[rows["val"], j], config.probe)
+        stats[d.name] = {"unit": d.unit, "mean": float(v_tr.mean()), "std": float(v_tr.std())}
+    return probes, stats
+
+
+def torch_renderer(vae, steer: SteerModule):
+    """(latents [D, N], alpha [K]) -> audio [C, T] through torch: the calibration renderer."""
+    def render(z: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            zz = steer(torch.from_numpy(np.ascontiguousarray(z))[None], torch.from_numpy(alpha))
+            return vae.decode(zz)[0].numpy()
+    return render
+
+
+def calibration_clips(latents, n: int) -> list[np.ndarray]:
+    """Up to n validation clips' sounding latents, spread over labels (round robin)."""
+    by_label: dict[str, list] = {}
+    for r in latents.records:
+        if r.split == "val" and r.frames > 0:
+            by_label.setdefault(r.label, []).append(r)
+    picked, queues = [], [list(v) for _, v in sorted(by_label.items())]
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop(0))
+    return [latents.latents(r.id)[:, :max(r.frames, 1)] for r in picked]
+
+
+def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_dir: str | Path,
+                 progress: bool = True) -> dict:
+    """Descriptors -> probes -> directions -> calibration; writes the steering folder and returns
+    its directions.json content."""
+    from safetensors.torch import save_file
+
+    sae.eval()
+    vae.fold_weight_norm().eval()
+    tables = frame_tables(store, latents, config.workers, progress)
+    probes, stats = fit_probes(sae, tables, config, progress)
+    knobs = [d for d in config.knobs if d in probes]
+    if not knobs:
+        raise SteerpadError(f"{latents.path}: no descriptor had enough sounding frames for a "
+                            "probe; ingest more clips")
+    dirs = torch.stack([probes[d].direction for d in knobs])
+    clips = calibration_clips(latents, config.calib_clips)
+    scale = content_norm(sae_codes(sae, np.concatenate([c.T for c in clips])).values.numpy(),
+                         sae.config.reserved)
+    grid = alpha_grid(scale, config.alpha_points)
+    sr, hop = int(latents.meta["sample_rate"]), int(latents.meta["hop"])
+    render = torch_renderer(vae, SteerModule(sae, dirs))
+    entries = []
+    for k, d in enumerate(tqdm(knobs, desc="calibrate", disable=not progress)):
+        result = sweep(render, clips, k, len(knobs), grid, sr, hop)
+        cal = calibrate_direction(result, d, stats[d]["std"], config.target_std)
+        entries.append({"name": KNOB_NAMES[d], "descriptor": d, "unit": stats[d]["unit"],
+                        **cal, "calibration_clips": len(clips), "content_norm": scale})
+    polarity = torch.tensor([float(e["polarity"]) for e in entries])
+    dirs = dirs * polarity[:, None]  # oriented so +α raises the descriptor on decoded audio
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {"directions": dirs.contiguous()}
+    for name, p in probes.items():
+        tensors[f"probe.{name}.weight"] = p.weight.contiguous()
+        tensors[f"probe.{name}.bias"] = p.bias.contiguous()
+        tensors[f"probe.{name}.edges"] = torch.from_numpy(p.edges.astype(np.float32))
+    save_file(tensors, str(out_dir / "directions.safetensors"))
+    content = {
+        "directions": entries,
+        "probes": {name: {"binning": config.probe.binning, "n_bins": config.probe.n_bins,
+                          **p.metrics} for name, p in probes.items()},
+        "descriptors": stats,
+        "config": asdict(config),
+        "frames": {s: int(len(t.z)) for s, t in tables.items()},
+    }
+    (out_dir / "directions.json").write_text(json.dumps(content, indent=2) + "\n")
+    return content

@@ -1,0 +1,239 @@
+"""`steerpad train --data DIR... --out BUNDLE`: one-shots to a playable bundle, stage by stage.
+
+    ingest -> VAE (train `small`/`tiny`, or load `sao` weights / a VAE folder) -> encode -> SAE
+    -> descriptors, probes, directions, calibration -> export -> a short eval
+
+Every stage writes into the work folder (default `BUNDLE.work/`) and is skipped when its output
+is complete, so running the same command again after an interruption resumes at the stage
+that did not finish (the VAE and SAE trainers also resume from their own checkpoints). The
+last lines are a summary table of each stage's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steerpad.realtime.errors import SteerpadError
+
+
+@dataclass
+class TrainPlan:
+    data: list[Path]
+    out: Path
+    work: Path
+    vae: str = "small"
+    """`small` / `tiny` (trained here), `sao` (with vae_weights), or a VAE folder."""
+    vae_weights: Path | None = None
+    vae_steps: int = 2000
+    sae_steps: int = 2000
+    sae_features: int = 4096
+    sae_k: int = 32
+    sae_batch: int = 4096
+    calib_clips: int = 16
+    eval_clips: int = 8
+    knobs: tuple[str, ...] | None = None
+    val_kits: list[str] | None = None
+    """Validation kits by name (default: drawn by ingest, 20 % of the kits)."""
+    ingest: dict = field(default_factory=dict)
+    """Other IngestConfig fields (e.g. the near-duplicate thresholds)."""
+    force: bool = False
+    progress: bool = True
+    summary: dict[str, dict[str, float | str]] = field(default_factory=dict)
+
+
+def _note(plan: TrainPlan, stage: str, **values) -> None:
+    plan.summary.setdefault(stage, {}).update(values)
+
+
+def stage_ingest(plan: TrainPlan, vae_config):
+    from steerpad.offline.ingest import IngestConfig, IngestStore, ingest, print_summary
+
+    path = plan.work / "store"
+    if not path.exists():
+        config = IngestConfig(sample_rate=vae_config.sample_rate, channels=vae_config.audio_channels,
+                              hop=vae_config.hop, val_kits=plan.val_kits, **plan.ingest)
+        summary = ingest(plan.data, path, config, progress=plan.progress)
+        print_summary(summary, path)
+    store = IngestStore.open(path)
+    _note(plan, "ingest", clips=len(store), train=len(store.ids("train")), val=len(store.ids("val")))
+    return store
+
+
+def _vae_config(plan: TrainPlan):
+    from steerpad.offline.latents import resolve_vae_dir
+    from steerpad.offline.oobleck import CONFIGS, OobleckConfig, get_config
+
+    if plan.vae in CONFIGS:
+        return get_config(plan.vae)
+    cfg = resolve_vae_dir(Path(plan.vae)) / "config.json"
+    if not cfg.is_file():
+        raise SteerpadError(f"--vae {plan.vae}: not a config name ({', '.join(CONFIGS)}) nor a "
+                            "VAE folder with config.json")
+    return OobleckConfig.from_dict(json.loads(cfg.read_text())["config"])
+
+
+def stage_vae(plan: TrainPlan, store):
+    from steerpad.offline.latents import load_encoder
+    from steerpad.offline.oobleck import CONFIGS, load_vae
+    from steerpad.offline.vae_train import VAETrainConfig, train_vae
+
+    if plan.vae == "sao" or plan.vae not in CONFIGS:
+        vae, source = load_encoder(plan.vae, plan.vae_weights)
+        _note(plan, "vae", source=source)
+        return vae, source
+    run = plan.work / "vae"
+    if not (run / "metrics.json").is_file():
+        resume = (run / "checkpoint.pt").is_file()
+        train_vae(store, run, VAETrainConfig(model=plan.vae, steps=plan.vae_steps), resume=resume,
+                  progress=plan.progress)
+    metrics = json.loads((run / "metrics.json").read_text())
+    _note(plan, "vae", **{k: metrics[k] for k in ("stft/val", "snr_db/val") if k in metrics},
+          steps=plan.vae_steps)
+    return load_vae(run / "vae"), str(run / "vae")
+
+
+def stage_encode(plan: TrainPlan, store, vae, source: str):
+    from steerpad.offline.latents import LatentStore, encode_store
+
+    path = plan.work / "latents"
+    if not (path / "index.json").is_file():
+        encode_store(store, vae, path, vae_source=source, progress=plan.progress)
+    latents = LatentStore.open(path)
+    _note(plan, "encode", frames_train=sum(r.frames for r in latents.records if r.split == "train"))
+    return latents
+
+
+def stage_sae(plan: TrainPlan, latents):
+    from steerpad.offline.sae import SAEConfig, load_sae
+    from steerpad.offline.sae_train import SAETrainConfig, train_sae
+
+    path = plan.work / "sae"
+    if not (path / "metrics.json").is_file():
+        train, val = latents.frames("train"), latents.frames("val")
+        config = SAETrainConfig(sae=SAEConfig(d_in=int(train.shape[1]),
+                                              n_features=plan.sae_features, k=plan.sae_k),
+                                batch=plan.sae_batch, steps=plan.sae_steps)
+        train_sae(train, val, config, path, resume=(path / "checkpoint.pt").is_file(),
+                  mean=latents.mean, std=latents.std, progress=plan.progress,
+                  source=str(latents.path))
+    metrics = json.loads((path / "metrics.json").read_text())
+    _note(plan, "sae", **{k: metrics[k] for k in ("fve/val", "l0/val", "dead/train")})
+    return load_sae(path), metrics
+
+
+def stage_steering(plan: TrainPlan, store, latents, sae, vae):
+    from steerpad.offline.directions import SteeringConfig, fit_steering
+
+    path = plan.work / "steering"
+    if not (path / "directions.json").is_file():
+        kw = {} if plan.knobs is None else {"knobs": plan.knobs}
+        fit_steering(store, latents, sae, vae, SteeringConfig(calib_clips=plan.calib_clips, **kw),
+                     path, progress=plan.progress)
+    content = json.loads((path / "directions.json").read_text())
+    for name, p in content["probes"].items():
+        _note(plan, f"probe {name}", accuracy=p["accuracy/val"], chance=p["chance/val"],
+              within_one=p["within_one/val"])
+    return path, content
+
+
+def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dict, source: str):
+    from steerpad.offline.export import export_bundle, load_steering
+
+    if (plan.out / "manifest.json").is_file() and not plan.force and \
+            (plan.work / "exported").is_file():
+        return
+    metrics = {"sae": sae_metrics, "summary": plan.summary}
+    provenance = {"data": [str(d) for d in plan.data], "vae": source,
+                  "vae_steps": plan.vae_steps, "sae_steps": plan.sae_steps,
+                  "command": "steerpad train", "work": str(plan.work)}
+    export_bundle(plan.out, vae, sae, load_steering(steering_dir), metrics=metrics,
+                  provenance=provenance, force=True)
+    (plan.work / "exported").write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+
+
+def stage_eval(plan: TrainPlan, store) -> dict:
+    """A short eval on the validation kits' source folders... on their files, via the bundle."""
+    from steerpad.offline.evaluate import evaluate_bundle
+
+    val_dirs = sorted({str(Path(r.path).parent) for r in store.records if r.split == "val"})
+    report = evaluate_bundle(plan.out, [Path(d) for d in val_dirs], plan.work / "eval",
+                             max_clips=plan.eval_clips, points=2, log=lambda s: None)
+    for name, r in report["directions"].items():
+        _note(plan, f"knob {name}", rho=r["spearman_median"], monotonic=r["monotonic_fraction"],
+              effect_std=r["effect_size"], drift=r["drift"])
+    _note(plan, "eval", identity_max_abs=report["identity_max_abs"])
+    return report
+
+
+def train_bundle(plan: TrainPlan) -> dict:
+    plan.work.mkdir(parents=True, exist_ok=True)
+    if plan.out.exists() and not (plan.out / "manifest.json").is_file():
+        raise SteerpadError(f"--out {plan.out}: exists and is not a bundle; choose another path")
+    vae_config = _vae_config(plan)
+    store = stage_ingest(plan, vae_config)
+    vae, source = stage_vae(plan, store)
+    latents = stage_encode(plan, store, vae, source)
+    sae, sae_metrics = stage_sae(plan, latents)
+    steering_dir, _ = stage_steering(plan, store, latents, sae, vae)
+    stage_export(plan, vae, sae, steering_dir, sae_metrics, source)
+    stage_eval(plan, store)
+    return plan.summary
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="steerpad train")
+    table.add_column("stage")
+    table.add_column("numbers")
+    for stage, values in summary.items():
+        table.add_row(stage, "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in values.items()))
+    Console().print(table)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainPlan(data=[], out=Path(), work=Path())
+    parser.add_argument("--data", type=Path, nargs="+", required=True,
+                        help="folders of one-shots (kits; validation = whole kits)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="stage outputs (default OUT.work); rerun to resume")
+    parser.add_argument("--vae", default=d.vae,
+                        help="small | tiny (trained here), sao (with --vae-weights) or a VAE folder")
+    parser.add_argument("--vae-weights", type=Path, default=None,
+                        help="Stable Audio Open checkpoint, with --vae sao")
+    parser.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    parser.add_argument("--sae-steps", type=int, default=d.sae_steps)
+    parser.add_argument("--sae-features", type=int, default=d.sae_features)
+    parser.add_argument("--sae-k", type=int, default=d.sae_k)
+    parser.add_argument("--sae-batch", type=int, default=d.sae_batch)
+    parser.add_argument("--calib-clips", type=int, default=d.calib_clips)
+    parser.add_argument("--eval-clips", type=int, default=d.eval_clips)
+    parser.add_argument("--knobs", nargs="+", default=None,
+                        help="descriptors that become knobs (default: all with a probe)")
+    parser.add_argument("--val-kits", nargs="+", default=None,
+                        help="validation kits by name (default: 20%% of the kits, drawn)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    work = args.work or args.out.with_name(args.out.name + ".work")
+    plan = TrainPlan(data=args.data, out=args.out, work=work, vae=args.vae,
+                     vae_weights=args.vae_weights, vae_steps=args.vae_steps,
+                     sae_steps=args.sae_steps, sae_features=args.sae_features, sae_k=args.sae_k,
+                     sae_batch=args.sae_batch, calib_clips=args.calib_clips,
+                     eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
+                     val_kits=args.val_kits,
+                     progress=not args.no_progress)
+    for d in plan.data:
+        if not Path(d).is_dir():
+            raise SteerpadError(f"--data {d}: not a folder")
+    print_summary(train_bundle(plan))
+    print(f"bundle: {plan.out}  (work: {plan.work}; eval report: {plan.work / 'eval'})")
+    return 0

@@ -2,7 +2,9 @@
 their calibration on held-out clips. Writes a steering folder that `steerpad export` reads:
 
     directions.safetensors   "directions" [K, F] (unit rows, oriented so +α raises the
-                             descriptor), "probe.<descriptor>.weight|bias|edges"
+                             descriptor), "probe.<descriptor>.weight|bias|edges", and
+                             "probe.<descriptor>.targets" [n_bins, F]: one unit direction per
+                             bin (steer toward a bin, Paek et al. 2025)
     directions.json          {"directions": [{name, descriptor, unit, alpha_min, alpha_max,
                              polarity, ...calibration}], "probes": {descriptor: metrics},
                              "descriptors": {name: {unit, mean, std}}}
@@ -190,6 +192,7 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
         tensors[f"probe.{name}.weight"] = p.weight.contiguous()
         tensors[f"probe.{name}.bias"] = p.bias.contiguous()
         tensors[f"probe.{name}.edges"] = torch.from_numpy(p.edges.astype(np.float32))
+        tensors[f"probe.{name}.targets"] = p.class_targets().contiguous()  # per-bin directions
     save_file(tensors, str(out_dir / "directions.safetensors"))
     content = {
         "directions": entries,

@@ -46,6 +46,8 @@ from steerpad.offline.labels import (
 )
 from steerpad.realtime.errors import SteerpadError
 
+# IngestConfig overrides that keep only exact duplicates (cosine and correlation of 1).
+EXACT_DUPLICATES_ONLY = {"dup_spectral": 1.0, "dup_corr": 1.0}
 AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".mp3")
 class SkipFile(Exception):
     """A file that cannot be used; `kind` is the summary key, the message says why."""
@@ -410,6 +412,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--skip-other", action="store_true", help="drop clips labelled other")
+    parser.add_argument("--exact-duplicates-only", action="store_true",
+                        help="link only exact (scaled) copies across kits, not near duplicates: "
+                             "for kits known to be independent, e.g. synthesised ones")
     parser.add_argument("--workers", type=int, default=d.workers, help="0 = one per core")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true")
@@ -423,7 +428,8 @@ def run(args: argparse.Namespace) -> int:
         config = IngestConfig(sample_rate=args.sample_rate, channels=args.channels, hop=args.hop,
                               frames=args.frames, val_kits=val_kits,
                               val_fraction=args.val_fraction, seed=args.seed,
-                              skip_other=args.skip_other, workers=args.workers)
+                              skip_other=args.skip_other, workers=args.workers,
+                              **(EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {}))
     except ValueError as e:
         raise SteerpadError(str(e)) from e
     summary = ingest(args.dirs, args.out, config, force=args.force,

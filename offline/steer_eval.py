@@ -123,11 +123,11 @@ def calibrate_direction(result: SweepResult, descriptor: str, std: float,
             "median_change_std": [float(x) for x in m]}
 
 
-def alpha_grid(scale: float, points: int = 5) -> np.ndarray:
-    """Symmetric grid, geometric in |α|, up to 2 * scale: 0, ±2 scale / 2^(points-1) ... ±2 scale.
-    `scale` is the typical length of the content part of a code (`content_norm`): a push of
-    that size replaces what the code says, so the grid spans a gentle nudge to a takeover."""
-    pos = 2 * scale / 2.0 ** np.arange(points - 1, -1, -1)
+def alpha_grid(scale: float, points: int = 5, top: float = 4.0) -> np.ndarray:
+    """Symmetric grid, geometric in |α|, up to top * scale: 0, ±top scale / 2^(points-1) ...
+    ±top scale. `scale` is the typical length of the content part of a code (`content_norm`):
+    a push of that size outweighs what the code says, so the grid spans a nudge to a takeover."""
+    pos = top * scale / 2.0 ** np.arange(points - 1, -1, -1)
     return np.concatenate([-pos[::-1], [0.0], pos]).astype(np.float32)
 
 

@@ -219,10 +219,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="descriptors that become knobs (default: all with a probe)")
     parser.add_argument("--val-kits", nargs="+", default=None,
                         help="validation kits by name (default: 20%% of the kits, drawn)")
+    parser.add_argument("--exact-duplicates-only", action="store_true",
+                        help="ingest: link only exact copies across kits (see steerpad ingest)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    from steerpad.offline.ingest import EXACT_DUPLICATES_ONLY
+
     work = args.work or args.out.with_name(args.out.name + ".work")
     plan = TrainPlan(data=args.data, out=args.out, work=work, vae=args.vae,
                      vae_weights=args.vae_weights, vae_steps=args.vae_steps,
@@ -230,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
                      sae_batch=args.sae_batch, calib_clips=args.calib_clips,
                      eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
                      val_kits=args.val_kits,
+                     ingest=EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {},
                      progress=not args.no_progress)
     for d in plan.data:
         if not Path(d).is_dir():

@@ -57,6 +57,10 @@ class SteeringConfig:
     """Grid points per side of α = 0 (geometric, up to twice the codes' content length)."""
     target_std: float = 1.0
     """A full knob turn should move its descriptor by this many dataset standard deviations."""
+    describe: str = "reconstruction"
+    """Fit probes to descriptors of the VAE's reconstructions ("reconstruction": what a knob
+    acts through, so a direction moves what is heard even where the VAE colours the sound) or
+    of the original audio ("audio")."""
     workers: int = 2
     """Processes describing clips."""
 
@@ -67,6 +71,8 @@ class SteeringConfig:
         unknown = [k for k in self.knobs if k not in KNOB_NAMES]
         if unknown:
             raise ValueError(f"unknown knob descriptors {unknown}; choose from {list(KNOB_NAMES)}")
+        if self.describe not in ("reconstruction", "audio"):
+            raise ValueError(f"describe must be 'reconstruction' or 'audio', got {self.describe!r}")
         if self.calib_clips < 1 or self.alpha_points < 1 or self.target_std <= 0:
             raise ValueError("calib_clips >= 1, alpha_points >= 1 and target_std > 0 required")
 
@@ -79,15 +85,28 @@ class FrameTable:
     values: np.ndarray
 
 
-def frame_tables(store, latents, workers: int = 2, progress: bool = True
+def _decode_all(vae, zs: list[np.ndarray], progress: bool) -> list[np.ndarray]:
+    out = []
+    with torch.inference_mode():
+        for z in tqdm(zs, desc="decode clips", disable=not progress):
+            out.append(vae.decode(torch.from_numpy(np.ascontiguousarray(z))[None])[0].numpy())
+    return out
+
+
+def frame_tables(store, latents, vae=None, workers: int = 2, progress: bool = True
                  ) -> dict[str, FrameTable]:
-    """Pair every clip's sounding latent frames with its audio's descriptors, per split."""
+    """Pair every clip's sounding latent frames with descriptors, per split: of the clip's
+    reconstruction by `vae` when given (what a knob acts through), else of its audio. Sounding
+    frames are judged on the audio either way."""
     meta = latents.meta
     sr, hop = int(meta["sample_rate"]), int(meta["hop"])
     ids = latents.ids()
     zs = [latents.latents(i) for i in ids]
     audio = [store.audio(i) for i in tqdm(ids, desc="read clips", disable=not progress)]
     values, sounding = describe_clips(audio, sr, hop, n_frames=None, workers=workers)
+    if vae is not None:
+        recon = _decode_all(vae, zs, progress)
+        values, _ = describe_clips(recon, sr, hop, n_frames=values.shape[1], workers=workers)
     by_id = {r.id: r for r in latents.records}
     out: dict[str, list] = {"train": [[], []], "val": [[], []]}
     for i, z, v, s in zip(ids, zs, values, sounding):
@@ -163,7 +182,8 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
 
     sae.eval()
     vae.fold_weight_norm().eval()
-    tables = frame_tables(store, latents, config.workers, progress)
+    tables = frame_tables(store, latents, vae if config.describe == "reconstruction" else None,
+                          config.workers, progress)
     probes, stats = fit_probes(sae, tables, config, progress)
     knobs = [d for d in config.knobs if d in probes]
     if not knobs:

@@ -315,7 +315,7 @@ def _hydrogen_xml(name: str, instruments: list[tuple[str, list[tuple[str, float,
 
 
 def write_kits(root: Path | str, n_kits: int = 3, hits_per_kit: int = 7, seed: int = 0,
-               sample_rate: int = SAMPLE_RATE) -> list[dict]:
+               sample_rate: int = SAMPLE_RATE, labels: tuple[str, ...] = LABELS) -> list[dict]:
     """Write `n_kits` kit folders under `root` and return one dict per written file.
 
     Kit 0 (`root/SynthHydrogenKit`) is a Hydrogen kit: `drumkit.xml` names `hits_per_kit`
@@ -324,7 +324,7 @@ def write_kits(root: Path | str, n_kits: int = 3, hits_per_kit: int = 7, seed: i
     1.. (`root/synth_kit_<k>`) are plain folders of named files (`kick_01.wav`,
     `drum_cymbal_closed_03.ogg`, ...) in cycling formats (wav 16/float, flac 16/24, ogg, aiff),
     rates from (44100, 48000, 22050, 32000) and 1 or 2 channels; every third one starts with
-    10-60 ms of silence. Labels cycle through LABELS in a seeded order.
+    10-60 ms of silence. Labels cycle through `labels` (default LABELS) in a seeded order.
 
     Each dict: path (str), kit, label (the canonical ingest label), kind (render kind: a label or
     "open_hat"), params (render_* keyword arguments), gain (peak, linear), seed (noise seed),
@@ -344,17 +344,17 @@ def write_kits(root: Path | str, n_kits: int = 3, hits_per_kit: int = 7, seed: i
         kit = "SynthHydrogenKit" if hydrogen else f"synth_kit_{k}"
         kit_dir = root / kit
         kit_dir.mkdir(parents=True, exist_ok=True)
-        order = list(rng.permutation(len(LABELS)))
+        order = list(rng.permutation(len(labels)))
         instruments = []
         for h in range(hits_per_kit):
-            label = LABELS[order[h % len(LABELS)]]
+            label = labels[order[h % len(labels)]]
             kind = "open_hat" if label == "hat" and rng.random() < 0.4 else label
             params = random_params(kind, rng)
             noise_seed = int(rng.integers(0, 2**31 - 1))
             common = {"kit": kit, "label": label, "kind": kind, "params": params,
                       "seed": noise_seed, "source": source}
             if hydrogen:
-                iname = _HYDROGEN_NAMES[label] + ("" if h < len(LABELS) else f" {h}")
+                iname = _HYDROGEN_NAMES[label] + ("" if h < len(labels) else f" {h}")
                 layers = []
                 n_layers = len(HYDROGEN_LAYER_GAINS)
                 for v, g in enumerate(HYDROGEN_LAYER_GAINS):

@@ -36,6 +36,10 @@ class TrainPlan:
     calib_clips: int = 16
     eval_clips: int = 8
     knobs: tuple[str, ...] | None = None
+    bins: int = 8
+    """Bins per descriptor for the probes."""
+    binning: str = "quantile"
+    """quantile (equal counts) or linear (equal widths)."""
     val_kits: list[str] | None = None
     """Validation kits by name (default: drawn by ingest, 20 % of the kits)."""
     ingest: dict = field(default_factory=dict)
@@ -130,9 +134,15 @@ def stage_steering(plan: TrainPlan, store, latents, sae, vae):
 
     path = plan.work / "steering"
     if not (path / "directions.json").is_file():
+        from steerpad.offline.probes import ProbeConfig
+
         kw = {} if plan.knobs is None else {"knobs": plan.knobs}
-        fit_steering(store, latents, sae, vae, SteeringConfig(calib_clips=plan.calib_clips, **kw),
-                     path, progress=plan.progress)
+        try:
+            config = SteeringConfig(probe=ProbeConfig(n_bins=plan.bins, binning=plan.binning),
+                                    calib_clips=plan.calib_clips, **kw)
+        except ValueError as e:
+            raise SteerpadError(f"train: {e}") from None
+        fit_steering(store, latents, sae, vae, config, path, progress=plan.progress)
     content = json.loads((path / "directions.json").read_text())
     for name, p in content["probes"].items():
         _note(plan, f"probe {name}", accuracy=p["accuracy/val"], chance=p["chance/val"],
@@ -217,6 +227,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-clips", type=int, default=d.eval_clips)
     parser.add_argument("--knobs", nargs="+", default=None,
                         help="descriptors that become knobs (default: all with a probe)")
+    parser.add_argument("--bins", type=int, default=d.bins, help="probe bins per descriptor")
+    parser.add_argument("--binning", choices=("quantile", "linear"), default=d.binning)
     parser.add_argument("--val-kits", nargs="+", default=None,
                         help="validation kits by name (default: 20%% of the kits, drawn)")
     parser.add_argument("--exact-duplicates-only", action="store_true",
@@ -233,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                      sae_steps=args.sae_steps, sae_features=args.sae_features, sae_k=args.sae_k,
                      sae_batch=args.sae_batch, calib_clips=args.calib_clips,
                      eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
-                     val_kits=args.val_kits,
+                     val_kits=args.val_kits, bins=args.bins, binning=args.binning,
                      ingest=EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {},
                      progress=not args.no_progress)
     for d in plan.data:

@@ -110,6 +110,8 @@ def get_config(name: str) -> OobleckConfig:
 
 
 SCALE_BIAS_INIT = -1.0
+"""Starting bias of the encoder's posterior-scale channels: std softplus(-1) = 0.31 (measured
+on the `tiny` model: -4 (0.018) left a decoder that turned any small latent push into noise)."""
 
 
 class SnakeBeta(nn.Module):
@@ -198,10 +200,10 @@ class OobleckEncoder(nn.Module):
         layers += [_act(config.use_snake, widths[-1]),
                    _wn_conv(widths[-1], 2 * config.latent_dim, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
-        # The posterior scale starts small (softplus(-4) = 0.018). With the usual zero bias the
-        # sampled latents carry std-0.69 noise over a near-zero mean, the decoder learns to
-        # ignore z and the posterior collapses onto the prior: the `tiny` model, 300 steps on
-        # synthetic drums, decoded every clip to the same sound (posterior std 0.97).
+        # The posterior scale starts below the usual softplus(0) = 0.69 (SCALE_BIAS_INIT: 0.31),
+        # and OobleckVAE.data_init_ sizes the means, so sampling noise does not drown the signal
+        # at the start of training (see data_init_ for the collapse it prevents). Loaded
+        # weights (Stable Audio Open, a saved model) replace this.
         with torch.no_grad():
             layers[-1].bias[config.latent_dim:] = SCALE_BIAS_INIT
 
@@ -300,7 +302,7 @@ class OobleckVAE(nn.Module):
             mean, std = y.mean((0, 2)), y.std((0, 2)).clamp_min(1e-6)
             target = torch.as_tensor(targets.get(module, 1.0), dtype=y.dtype).expand_as(std).clone()
             extra = torch.zeros_like(mean)
-            if module is latent_conv:  # the scale half: a near-constant softplus(-4) to start
+            if module is latent_conv:  # the scale half: near-constant softplus(SCALE_BIAS_INIT)
                 target[d:] = 1e-3
                 extra[d:] = SCALE_BIAS_INIT
             g = module.parametrizations.weight.original0

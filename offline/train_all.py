@@ -166,7 +166,7 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
 
 
 def stage_eval(plan: TrainPlan, store) -> dict:
-    """A short eval on the validation kits' source folders... on their files, via the bundle."""
+    """A short `steerpad eval` of the exported bundle on the validation kits' folders."""
     from steerpad.offline.evaluate import evaluate_bundle
 
     val_dirs = sorted({str(Path(r.path).parent) for r in store.records if r.split == "val"})

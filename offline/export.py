@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -129,33 +128,12 @@ class _Encode(nn.Module):
         return self.encoder(audio)[:, : self.latent_dim]
 
 
-class _TraceableSAE(TopKSAE):
-    """TopKSAE whose `encode` adds the level pair instead of writing `f[:, :2] = ...` in place:
-    torch.jit.trace records that write's broadcast with the traced row count baked in."""
-
-    def encode(self, x: Tensor) -> Tensor:
-        values, idx, gain, _ = self.encode_sparse(self.standardize(x))
-        f = torch.zeros(x.shape[0], self.config.n_features, dtype=values.dtype,
-                        device=values.device).scatter(1, idx, values)
-        if self.config.reserved:  # content indices start past the pair, so f[:, :2] is 0 here
-            pair = torch.zeros(self.config.n_features, dtype=values.dtype, device=values.device)
-            pair[: self.config.reserved] = 1.0
-            f = f + self.level.abs() * gain * pair
-        return f
-
-
 def _prepared(vae: OobleckVAE, sae: TopKSAE, directions: Tensor
               ) -> tuple[OobleckVAE, TopKSAE, Tensor]:
     """The models on the CPU in eval mode, the VAE's weight norm folded: copies unless they are
     that already (then as they are: nothing here changes them), so the caller's are untouched."""
     if vae.training or not vae.folded or _device(vae) != "cpu":
-        # A fresh model, not copy.deepcopy: a copy shares its weight-norm parametrization classes
-        # with the original, and folding the copy deletes them from the original too.
-        fresh = OobleckVAE(replace(vae.config))
-        if vae.folded:
-            fresh.fold_weight_norm()
-        fresh.load_state_dict(vae.state_dict())
-        vae = fresh.fold_weight_norm().eval()
+        vae = vae.folded_copy()
     if sae.training or _device(sae) != "cpu":
         sae = copy.deepcopy(sae).cpu().eval()
     return vae, sae, torch.as_tensor(directions).detach().float().cpu()
@@ -217,10 +195,8 @@ def export_torchscript(vae: OobleckVAE, sae: TopKSAE, directions: Tensor,
                        out_dir: str | Path) -> dict[str, Path]:
     """Write encoder.pt, decoder.pt and steer.pt (torch.jit.trace, any batch and length)."""
     vae, sae, directions = _prepared(vae, sae, directions)
-    traceable = _TraceableSAE(sae.config)
-    traceable.load_state_dict(sae.state_dict())
     modules = {"encoder": _Encode(vae).eval(), "decoder": vae.decoder.eval(),
-               "steer": SteerModule(traceable, directions).eval()}
+               "steer": SteerModule(sae, directions).eval()}
     examples, paths = _examples(vae, directions.shape[0]), {}
     for name, module in modules.items():
         paths[name] = Path(out_dir) / f"{name}.pt"

@@ -332,6 +332,16 @@ class OobleckVAE(nn.Module):
                 h.remove()
         return self
 
+    def folded_copy(self) -> OobleckVAE:
+        """A folded, eval-mode copy with these weights on the CPU; this model is untouched. Not
+        copy.deepcopy: a deep copy shares the weight-norm parametrization classes, and folding
+        it would break this model too."""
+        fresh = OobleckVAE(replace(self.config))
+        if self.folded:
+            fresh.fold_weight_norm()
+        fresh.load_state_dict({k: v.detach().cpu() for k, v in self.state_dict().items()})
+        return fresh.fold_weight_norm().eval()
+
     @property
     def folded(self) -> bool:
         """True once `fold_weight_norm()` has run (no weight-norm parametrizations left)."""

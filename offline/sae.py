@@ -252,9 +252,12 @@ class TopKSAE(nn.Module):
         f[:, 0] = f[:, 1] is the level pair's entry when config.level_pair."""
         values, idx, gain, _ = self.encode_sparse(self.standardize(x))
         f = torch.zeros(x.shape[0], self.config.n_features, dtype=values.dtype,
-                        device=values.device).scatter_(1, idx, values)
-        if self.config.reserved:
-            f[:, :2] = self.level.abs() * gain
+                        device=values.device).scatter(1, idx, values)
+        if self.config.reserved:  # added, not written in place: torch.jit.trace would bake the
+            # row count of an in-place slice write into the exported steer.pt
+            pair = torch.zeros(self.config.n_features, dtype=values.dtype, device=values.device)
+            pair[: self.config.reserved] = 1.0
+            f = f + self.level.abs() * gain * pair
         return f
 
     def decode(self, f: Tensor) -> Tensor:

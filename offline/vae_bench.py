@@ -30,14 +30,8 @@ def decode_rtf(config: str | OobleckConfig = "small", seconds: float = 1.0,
     "rtf/encode", "rtf/decode" (compute time / audio time),
     "params/encoder", "params/decoder", "audio/seconds", "audio/frames", "torch/threads"}."""
     cfg = get_config(config) if isinstance(config, str) else config
-    # A fresh model with the caller's weights, not copy.deepcopy: a deep copy shares the
-    # weight-norm parametrization classes, and folding it would break the caller's model.
-    copy_ = OobleckVAE(cfg)
-    if model is not None:
-        if model.folded:
-            copy_.fold_weight_norm()
-        copy_.load_state_dict(model.state_dict())
-    model = copy_.fold_weight_norm().eval().to(device)
+    model = (OobleckVAE(cfg).fold_weight_norm().eval() if model is None
+             else model.folded_copy()).to(device)  # the caller's model is untouched
     frames = max(1, math.ceil(seconds * cfg.sample_rate / cfg.hop - 1e-9))
     audio = 0.1 * torch.randn(1, cfg.audio_channels, frames * cfg.hop,
                               generator=torch.Generator().manual_seed(0)).to(device)

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from steerpad.offline import bench_live
+
 
 @dataclass(frozen=True)
 class Options:
@@ -123,6 +125,9 @@ BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {
     "vae_sao": _vae_codec("sao"),
     "vae_train_small": bench_vae_train,
     "export_onnx": bench_export_onnx,
+    "live_render": bench_live.bench_live_render,
+    "live_callback": bench_live.bench_live_callback,
+    "live_jack": bench_live.bench_live_jack,
 }
 
 

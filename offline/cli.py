@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("steerpad.offline.export", "export a VAE, SAE and steering directions as a playable bundle"),
     "train": ("steerpad.offline.train_all", "one-shots to a bundle: every stage, resumable"),
     "eval": ("steerpad.offline.evaluate", "measure a bundle's steering on held-out one-shots"),
+    "live": ("steerpad.realtime.live", "play a bundle from a MIDI controller, live"),
+    "render": ("steerpad.realtime.bounce", "render a MIDI performance to a WAV file (a bounce)"),
+    "devices": ("steerpad.realtime.devices", "list audio devices and MIDI ports"),
+    "learn": ("steerpad.realtime.learn", "MIDI learn: touch pads and knobs, write a controller map"),
 }
 
 

@@ -30,6 +30,14 @@ def test_quick_run_prints_table_and_json(tmp_path, capsys):
     e = r["export_onnx"]
     assert e["onnx/decode_ms"] > 0 and e["torch/decode_ms"] > 0 and e["onnx/steer_ms"] > 0
     assert e["onnx/decode_max_abs_error"] < 1e-4
+    live = r["live_render"]
+    assert 0 < live["render/compute_p50_ms"] <= live["render/knob_to_fresh_p50_ms"]
+    assert live["render/one_shot_s"] > 0.9  # a 1 s one-shot, resampled to 48 kHz
+    cb = r["live_callback"]
+    assert 0 < cb["callback/p50_ms"] <= cb["callback/p99_ms"] and cb["callback/mean_voices"] > 12
+    j = r["live_jack"]
+    assert j["jack/hits"] >= 10 and j["jack/within_one_block"] > 0.5
+    assert j["jack/xruns_steerpad"] >= 0 and j["jack/xruns_plain_client"] >= 0
     for name in bench.BENCHES:
         assert name in captured.err  # the table names every benchmark
     assert "rtf/decode" in captured.err

@@ -2,11 +2,8 @@
 probes, directions, calibration -> export -> eval, and the brightness and loudness knobs move
 their descriptors the right way on kits held out of everything.
 
-The VAE is tests/fixtures/synth_vae (the `tiny` config trained on other synthetic kits by
-tests/fixtures/make_synth_vae.py, on noise-based kinds: hats, snares, cymbals, claps): a VAE
-trained inside a CI-length test decodes noise that no direction can steer. The kits here are
-rendered with another seed, and the two validation kits are held out of the SAE, the probes, the
-calibration and, with the rest, out of the VAE too.
+The chain itself (interrupted in the steering stage, then resumed) is built once per session
+by tests/chainbundle.py, through the conftest `chain` fixture.
 """
 
 from __future__ import annotations
@@ -18,65 +15,12 @@ import numpy as np
 import pytest
 from drumsynth import write_kits
 
-from steerpad.offline import directions as directions_mod
-from steerpad.offline import sae_train
 from steerpad.offline.cli import main
-from steerpad.offline.ingest import EXACT_DUPLICATES_ONLY
-from steerpad.offline.train_all import TrainPlan, train_bundle
 from steerpad.realtime.bundle import load_bundle
 
 pytestmark = pytest.mark.slow  # ~1.5 min on 2 cores
 
-FIXTURE_VAE = Path(__file__).resolve().parent / "fixtures" / "synth_vae"
-VAL_KITS = ["synth_kit_6", "synth_kit_7"]
-FIXTURE_LABELS = ("hat", "snare", "cymbal", "clap")  # what the fixture VAE was trained on
-# Synthetic kits are simple enough that ingest's near-duplicate test links hits across kits
-# (and so every kit into one split); these are independent renders: exact duplicates only.
-
-
-def _plan(root: Path, **kw) -> TrainPlan:
-    base = dict(data=[root / "kits"], out=root / "bundle", work=root / "work",
-                vae=str(FIXTURE_VAE), sae_steps=600, sae_features=1024, sae_k=16,
-                sae_batch=1024, calib_clips=6, eval_clips=8, knobs=("centroid", "loudness"),
-                val_kits=VAL_KITS, ingest=EXACT_DUPLICATES_ONLY, progress=False)
-    return TrainPlan(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory) -> Path:
-    assert (FIXTURE_VAE / "model.safetensors").is_file(), \
-        "tests/fixtures/synth_vae is missing: run tests/fixtures/make_synth_vae.py"
-    root = tmp_path_factory.mktemp("chain")
-    write_kits(root / "kits", n_kits=8, hits_per_kit=24, seed=7, labels=FIXTURE_LABELS)
-
-    # First run: interrupted in the steering stage (as by Ctrl-C)...
-    real_fit = directions_mod.fit_steering
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    directions_mod.fit_steering = interrupted
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_bundle(_plan(root))
-    finally:
-        directions_mod.fit_steering = real_fit
-    assert (root / "work" / "sae" / "metrics.json").is_file()
-    assert not (root / "bundle").exists()
-
-    # ...then resumed: the finished stages are not run again.
-    real_train = sae_train.train_sae
-
-    def no_retrain(*a, **k):
-        raise AssertionError("the SAE stage ran again on resume")
-
-    sae_train.train_sae = no_retrain
-    try:
-        summary = train_bundle(_plan(root))
-    finally:
-        sae_train.train_sae = real_train
-    (root / "summary.json").write_text(json.dumps(summary, default=str))
-    return root
+from chainbundle import FIXTURE_VAE, VAL_KITS  # noqa: E402,F401
 
 
 def test_chain_writes_a_bundle_that_loads_and_plays(chain):

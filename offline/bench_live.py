@@ -1,0 +1,188 @@
+"""The live engine's benchmarks (registered in bench.py): callback load, knob -> fresh render,
+and on a real JACK server, trigger latency and xruns beside a plain JACK client.
+
+They play a bundle exported from random weights (the `small` VAE, a 4096/k32 SAE, 5 directions,
+16 one-second kit entries), so they measure the engine and the model size, not a trained sound.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+N_PADS = 16
+DIRECTIONS = ("brighter", "boomier", "punchier", "louder", "higher")
+
+
+def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k: int = 32,
+                  seconds: float = 1.0) -> Path:
+    """Export a playable bundle with random weights and N_PADS kit entries of `seconds` each."""
+    from safetensors.torch import save_file
+
+    from steerpad.offline.export import export_bundle, load_steering
+    from steerpad.offline.oobleck import OobleckVAE, get_config
+    from steerpad.offline.sae import SAEConfig, TopKSAE
+
+    torch.manual_seed(0)
+    cfg = get_config(config)
+    vae = OobleckVAE(cfg).eval()
+    sae = TopKSAE(SAEConfig(d_in=cfg.latent_dim, n_features=n_features, k=k)).eval()
+    g = torch.Generator().manual_seed(1)
+    d = torch.randn(len(DIRECTIONS), n_features, generator=g)
+    steering_dir = folder / "steering"
+    steering_dir.mkdir(parents=True)
+    tensors = {"directions": d / d.norm(dim=1, keepdim=True)}
+    for name in DIRECTIONS:
+        tensors[f"probe.{name}.weight"] = torch.zeros(4, n_features)
+        tensors[f"probe.{name}.bias"] = torch.zeros(4)
+        tensors[f"probe.{name}.edges"] = torch.linspace(0, 1, 5)
+    save_file(tensors, str(steering_dir / "directions.safetensors"))
+    import json
+
+    (steering_dir / "directions.json").write_text(json.dumps({
+        "directions": [{"name": n, "descriptor": n, "unit": "", "alpha_min": -2.0, "alpha_max": 2.0,
+                        "polarity": 1} for n in DIRECTIONS],
+        "probes": {n: {"binning": "quantile", "n_bins": 4} for n in DIRECTIONS},
+        "descriptors": {n: {"unit": "", "mean": 0.0, "std": 1.0} for n in DIRECTIONS}}))
+    frames = -(-int(seconds * cfg.sample_rate) // cfg.hop)
+    kit = [{"name": f"pad{i + 1}", "label": f"pad {i + 1}",
+            "latents": torch.randn(cfg.latent_dim, frames, generator=g).numpy()} for i in range(N_PADS)]
+    return export_bundle(folder / "bundle", vae, sae, load_steering(steering_dir), metrics={},
+                         provenance={"data": "random weights (benchmark)"}, kit=kit)
+
+
+def bench_preset(folder: Path, bundle_path: Path) -> Path:
+    lines = ['name = "bench"', 'controller = "generic"', ""]
+    for i in range(N_PADS):
+        lines += ["[[pads]]", f'sample = "kit:pad{i + 1}"', ""]
+    for name in DIRECTIONS:
+        lines += ["[[knobs]]", f'direction = "{name}"', ""]
+    path = folder / "bench.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _setup(tmp: Path, quick: bool) -> tuple[Any, Any]:
+    from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.presets import load_preset
+
+    path = random_bundle(tmp, "tiny" if quick else "small", 512 if quick else 4096, 16 if quick else 32)
+    return load_bundle(path), load_preset(bench_preset(tmp, path))
+
+
+def bench_live_render(o) -> dict[str, float]:
+    """Knob move -> fresh render of one 1 s one-shot (steer + decode + resample to 48 kHz), `small`
+    model, onnxruntime on the CPU: the render worker's measured latency."""
+    from steerpad.realtime.engine import Engine
+
+    repeats = 3 if o.quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, preset = _setup(Path(tmp), o.quick)
+        with Engine(bundle, preset, 48000, 128, master=False) as engine:
+            engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
+            engine.start(wait=None)
+            lat, compute = [], []
+            for i in range(repeats):
+                engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
+                engine.worker.wait_fresh()
+                lat.append(engine.worker.latency_ms[0])
+                compute.append(engine.worker.stats.last_ms)
+            seconds = engine.worker.slots[0].shape[0] / 48000
+    return {"render/knob_to_fresh_p50_ms": float(np.median(lat)),
+            "render/knob_to_fresh_p90_ms": float(np.percentile(lat, 90)),
+            "render/compute_p50_ms": float(np.median(compute)), "render/one_shot_s": seconds,
+            "render/provider_cpu": float(bundle.provider.startswith("CPU"))}
+
+
+def bench_live_callback(o) -> dict[str, float]:
+    """The audio callback's body (Engine.process) at 48 kHz / 128 frames with 16 voices sounding
+    and the master bus: time per block, p50 / p99, and p99 as a share of the block period."""
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.events import NoteOn
+
+    blocks = 300 if o.quick else 5000
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, preset = _setup(Path(tmp), o.quick)
+        with Engine(bundle, preset, 48000, 128) as engine:
+            engine.start(wait=None)
+            out = np.zeros((128, 2), np.float32)
+            voices = []
+            for _ in range(blocks):
+                if engine.mixer.active < 16:
+                    for p in range(16 - engine.mixer.active):
+                        engine.handle(NoteOn(9, 36 + p, 100))
+                engine.process(out)
+                voices.append(engine.mixer.active)
+            stats = engine.load_stats()
+    return {"callback/p50_ms": stats["p50_ms"], "callback/p99_ms": stats["p99_ms"],
+            "callback/max_ms": stats["max_ms"], "callback/p99_load": stats["p99_load"],
+            "callback/block_ms": 128 / 48000 * 1e3, "callback/mean_voices": float(np.mean(voices))}
+
+
+def bench_live_jack(o) -> dict[str, float]:
+    """On a JACK server (dummy driver, 48 kHz, 128 frames): note-on -> first output sample through
+    steerpad's MIDI port, engine and PortAudio stream, recorded by a JACK client on the same
+    frame clock; and xruns over the run (60 s; --quick: 5 s) seen by steerpad's stream and by a
+    plain JACK client started beside it."""
+    from steerpad.offline.jackrig import PERIOD, RATE, Recorder, Sender, ensure_jackd, first_onset
+
+    if not ensure_jackd(RATE, PERIOD):
+        raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
+    import jack
+
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.live import LiveStream
+    from steerpad.realtime.midi import MidiInput
+
+    seconds = 5.0 if o.quick else 60.0
+    plain = jack.Client("steerpad-bench-plain", no_start_server=True)
+    plain_xruns = [0]
+    plain.set_xrun_callback(lambda usecs: plain_xruns.__setitem__(0, plain_xruns[0] + 1))
+    pin, pout = plain.inports.register("in"), plain.outports.register("out")
+    plain.set_process_callback(lambda frames: pout.get_array().__setitem__(slice(None), pin.get_array()))
+    plain.activate()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle, preset = _setup(Path(tmp), o.quick)
+        rec = Recorder(seconds=seconds + 5)
+        engine = Engine(bundle, preset, rec.rate, rec.period)
+        engine.start(wait=None)
+        midi = MidiInput(engine.handle, virtual="steerpad-bench", api="jack").start()
+        stream = LiveStream(engine)
+        sender = Sender()
+        latencies = []
+        try:
+            stream.start()
+            sender.connect("steerpad-bench")
+            rec.connect_from("PortAudio")
+            time.sleep(0.5)
+            xruns0, plain0 = stream.xruns, plain_xruns[0]
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                t = sender.send([0x99, 36, 110])
+                time.sleep(0.1)
+                onset = first_onset(rec.audio_since(t)[:RATE // 10], 1e-4)
+                if onset is not None:
+                    latencies.append(onset)
+                sender.send([0x99, 36 + 1 + len(latencies) % 15, 90])  # keep other voices busy
+                time.sleep(0.15)
+            xruns, plain_x = stream.xruns - xruns0, plain_xruns[0] - plain0
+        finally:
+            sender.close()
+            stream.close()
+            midi.stop()
+            rec.close()
+            engine.close()
+            plain.deactivate()
+            plain.close()
+    lat = np.asarray(latencies, float)
+    p50 = float(np.median(lat))
+    return {"jack/trigger_p50_frames": p50, "jack/trigger_p99_frames": float(np.percentile(lat, 99)),
+            "jack/trigger_max_frames": float(lat.max()), "jack/trigger_p50_ms": p50 / RATE * 1e3,
+            "jack/within_one_block": float(np.mean(lat < 2 * PERIOD)), "jack/hits": float(lat.size),
+            "jack/block_frames": float(PERIOD), "jack/xruns_steerpad": float(xruns),
+            "jack/xruns_plain_client": float(plain_x), "jack/seconds": seconds}

@@ -1,0 +1,165 @@
+"""A JACK rig for the tests and the live benchmarks: a dummy JACK server, a MIDI sender and an
+audio recorder, both real JACK clients (JACK-Client), so a test can play notes into steerpad's
+MIDI port at known frame times and record what steerpad's audio output made of them on the same
+JACK frame clock.
+
+    Sender  "steerpad-test-midi:out"  ──JACK MIDI──►  steerpad's MIDI input (rtmidi)
+    steerpad's output (PortAudio)  ──JACK audio──►  Recorder "steerpad-test-rec:in_1/2"
+
+`ensure_jackd()` starts `jackd -d dummy` (no sound card needed) unless a server runs. Start it
+before sounddevice is imported (PortAudio scans host APIs once, at import) and stop it only
+after the process exits, which a watchdog process does: it waits for this process to end and
+then stops the server it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+RATE = 48000
+PERIOD = 128
+
+
+def jack_running() -> bool:
+    return shutil.which("jack_wait") is not None and \
+        subprocess.run(["jack_wait", "-c"], capture_output=True, text=True).stdout.strip() == "running"
+
+
+def ensure_jackd(rate: int = RATE, period: int = PERIOD, log: Path | None = None) -> bool:
+    """Start a dummy JACK server unless one is running; False if jackd is not installed.
+    A server that was already running is left as it is (and its rate and period are used)."""
+    if jack_running():
+        return True
+    if shutil.which("jackd") is None:
+        return False
+    out = open(log or os.devnull, "ab")
+    server = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+                              stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                                  f"kill {server.pid} 2>/dev/null"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return False
+        if jack_running():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+
+class Sender:
+    """Sends queued MIDI messages at the start of the next JACK cycle; records each message's
+    JACK frame time."""
+
+    def __init__(self, name: str = "steerpad-test-midi"):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.port = self.client.midi_outports.register("out")
+        self._queue: deque[bytes] = deque()
+        self.sent: list[tuple[int, bytes]] = []
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        self.port.clear_buffer()
+        t = self.client.last_frame_time
+        while self._queue:
+            msg = self._queue.popleft()
+            self.port.write_midi_event(0, msg)
+            self.sent.append((t, msg))
+
+    def send(self, *messages: bytes | list[int], wait: float = 1.0) -> int:
+        """Queue messages for the next cycle; returns that cycle's frame time once sent."""
+        n = len(self.sent)
+        for m in messages:
+            self._queue.append(bytes(m))
+        deadline = time.monotonic() + wait
+        while len(self.sent) < n + len(messages):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the JACK sender did not run")
+            time.sleep(0.001)
+        return self.sent[-1][0]
+
+    def connect(self, port_name_part: str) -> str:
+        """Connect to the first MIDI input port whose name contains port_name_part."""
+        ports = [p.name for p in self.client.get_ports(is_midi=True, is_input=True)
+                 if port_name_part.lower() in p.name.lower()]
+        if not ports:
+            raise LookupError(f"no JACK MIDI input port like {port_name_part!r}")
+        self.client.connect(self.port, ports[0])
+        return ports[0]
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+class Recorder:
+    """Records two input ports into a preallocated buffer, with the JACK frame time of its
+    first sample."""
+
+    def __init__(self, seconds: float = 30.0, name: str = "steerpad-test-rec"):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate, self.period = self.client.samplerate, self.client.blocksize
+        self.ports = [self.client.inports.register(f"in_{i + 1}") for i in range(2)]
+        self.buffer = np.zeros((int(seconds * self.rate), 2), np.float32)
+        self.written = 0
+        self.start_frame: int | None = None
+        self.gaps = 0
+        """Cycles whose frame time did not follow the previous one (JACK skipped us)."""
+        self._next: int | None = None
+        self._lock = threading.Lock()
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        t = self.client.last_frame_time
+        if self.start_frame is None:
+            self.start_frame = t
+        elif t != self._next:
+            self.gaps += 1
+        self._next = t + frames
+        i = t - self.start_frame
+        if 0 <= i and i + frames <= self.buffer.shape[0]:
+            self.buffer[i:i + frames, 0] = self.ports[0].get_array()
+            self.buffer[i:i + frames, 1] = self.ports[1].get_array()
+            self.written = max(self.written, i + frames)
+
+    def connect_from(self, client_name_part: str) -> list[str]:
+        """Connect the first two audio output ports whose name contains client_name_part."""
+        outs = [p.name for p in self.client.get_ports(is_audio=True, is_output=True)
+                if client_name_part.lower() in p.name.lower()][:2]
+        if not outs:
+            raise LookupError(f"no JACK audio output ports like {client_name_part!r}")
+        for src, dst in zip(outs, self.ports):
+            self.client.connect(src, dst)
+        return outs
+
+    def audio_since(self, frame: int) -> np.ndarray:
+        """Recorded audio from JACK frame time `frame` on (a view)."""
+        i = max(0, frame - (self.start_frame or 0))
+        return self.buffer[i:self.written]
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def first_onset(audio: np.ndarray, threshold: float = 1e-3) -> int | None:
+    """Index of the first sample whose absolute value (either channel) exceeds threshold."""
+    hot = np.flatnonzero(np.abs(audio).max(axis=1) > threshold)
+    return int(hot[0]) if hot.size else None

@@ -1,0 +1,207 @@
+"""The engine: MIDI events in, steered one-shots out, one block at a time.
+
+    MIDI thread / bounce ──handle(event)──► note queue ──► process(out) (the audio callback)
+                     └── knobs ──► alpha ──► RenderWorker ──► slots (atomic swaps)
+
+`handle()` runs on the MIDI thread (or the bounce loop): a note-on captures its pad's latest
+finished render and queues it; a knob or program change updates the knob positions and hands
+the newest alpha to the render worker. `process()` is the audio callback's body: it drains the
+queue, mixes the voices and runs the master bus, with no locks, I/O, onnxruntime or allocation
+that grows with the block. The live stream and the offline bounce both drive this one class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from steerpad.realtime.bundle import Bundle
+from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
+from steerpad.realtime.masterbus import MasterBus
+from steerpad.realtime.presets import Preset, check_preset
+from steerpad.realtime.renderer import RenderWorker
+from steerpad.realtime.voices import VoiceMixer
+
+QUEUE = 1024
+"""Note-ons waiting for the next block; more than this in one block are dropped (and counted)."""
+LOAD_RING = 4096
+"""Callback durations kept for the load statistics (~11 s of 128-frame blocks at 48 kHz)."""
+
+
+@dataclass
+class Hit:
+    pad: int
+    velocity: int
+    time: float
+
+
+def load_pad_sources(bundle: Bundle, preset: Preset) -> list[np.ndarray | None]:
+    """Each preset pad's latents: a bundle kit entry, or an audio file encoded with the bundle's
+    encoder (read, resampled to the bundle rate, cut to the bundle's one-shot length)."""
+    kit = {e.name: e.latents for e in bundle.kit}
+    sources: list[np.ndarray | None] = [None] * len(preset.controller.pad_notes)
+    for pad in preset.pads:
+        if pad.kind == "kit":
+            sources[pad.index] = kit[pad.sample]
+        else:
+            sources[pad.index] = encode_file(bundle, Path(pad.sample))
+    return sources
+
+
+def encode_file(bundle: Bundle, path: Path) -> np.ndarray:
+    """Latents [D, N] of one audio file through the bundle's encoder."""
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
+    except (OSError, RuntimeError, sf.LibsndfileError) as e:
+        raise SteerpadError(f"{path}: cannot read this audio file ({e}); use a WAV, FLAC or OGG "
+                            "one-shot") from None
+    if audio.shape[0] == 0 or not np.isfinite(audio).all():
+        raise SteerpadError(f"{path}: the audio is empty or not finite; use another one-shot")
+    if rate != bundle.sample_rate:
+        audio = soxr.resample(audio, rate, bundle.sample_rate, quality="HQ")
+    if audio.shape[1] != bundle.channels:
+        audio = np.repeat(audio.mean(axis=1, keepdims=True), bundle.channels, axis=1)
+    audio = audio[: bundle.max_frames * bundle.hop]
+    return bundle.encode(np.ascontiguousarray(audio.T, dtype=np.float32))[0]
+
+
+class Engine:
+    """Plays `preset` with `bundle` at `sample_rate`, `blocksize` frames per block, stereo out."""
+
+    def __init__(self, bundle: Bundle, preset: Preset, sample_rate: int, blocksize: int,
+                 master: bool = True):
+        check_preset(preset, bundle.direction_names(), [e.name for e in bundle.kit])
+        self.bundle, self.preset = bundle, preset
+        self.sample_rate, self.blocksize = int(sample_rate), int(blocksize)
+        self.controller = preset.controller
+        n_pads = len(self.controller.pad_notes)
+        self.worker = RenderWorker(bundle, load_pad_sources(bundle, preset), self.sample_rate)
+        self.mixer = VoiceMixer(n_pads, self.blocksize, polyphony=preset.polyphony,
+                                velocity_curve=preset.velocity_curve)
+        chokes: dict[str, int] = {}
+        for pad in preset.pads:
+            group = -1 if pad.choke is None else chokes.setdefault(pad.choke, len(chokes))
+            self.mixer.set_pad(pad.index, gain_db=pad.gain_db, pan=pad.pan, choke=group)
+        self.master = MasterBus(self.sample_rate, self.blocksize) if master else None
+        self._dir_index = {name: i for i, name in enumerate(bundle.direction_names())}
+        self.knobs = [k.initial for k in preset.knobs]
+        """Knob positions 0-1, in preset knob order."""
+        self._queue: deque[tuple[int, int, np.ndarray, int]] = deque()
+        self.hits: deque[Hit] = deque(maxlen=64)
+        """Recent pad hits (for the status view)."""
+        self.dropped = 0
+        self.silent_hits = 0
+        """Hits on a pad that had no render yet (nothing to play)."""
+        self.unmapped = 0
+        self.load = np.zeros(LOAD_RING)
+        """Callback durations in seconds, a ring; `blocks` counts how many were written."""
+        self.blocks = 0
+        self.worker.set_alpha(self.alpha())
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, wait: float | None = None) -> bool:
+        """Start the render worker; wait up to `wait` s (None = forever) for the first renders."""
+        self.worker.start()
+        return self.worker.wait_fresh(wait) if wait != 0 else False
+
+    def close(self) -> None:
+        self.worker.stop()
+        if self.master is not None:
+            self.master.close()
+            self.master = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ control (MIDI thread, bounce)
+
+    def alpha(self) -> np.ndarray:
+        """The alpha vector (bundle direction order) for the current knob positions."""
+        a = np.zeros(len(self._dir_index), np.float32)
+        for knob, pos in zip(self.preset.knobs, self.knobs):
+            d = self.bundle.directions[self._dir_index[knob.direction]]
+            a[self._dir_index[knob.direction]] += knob.alpha(pos, d.alpha_min, d.alpha_max)
+        return a
+
+    def handle(self, event: Event, offset: int = 0) -> None:
+        """Apply one MIDI event. A note-on sounds at `offset` frames into the next block."""
+        if isinstance(event, NoteOn):
+            pad = self.controller.pad_for(event)
+            if pad is None:
+                self.unmapped += 1
+                return
+            self.note_on(pad, event.velocity, offset)
+        elif isinstance(event, ControlChange):
+            knob = self.controller.knob_for(event)
+            if knob is None or knob >= len(self.knobs):
+                self.unmapped += 1
+                return
+            self.set_knob(knob, self.controller.knob_value(self.knobs[knob], event))
+        elif isinstance(event, ProgramChange):
+            ch = self.controller.program_channel
+            snapshot = self.preset.snapshots.get(event.program)
+            if snapshot is None or (ch is not None and event.channel != ch):
+                self.unmapped += 1
+                return
+            self.recall(snapshot)
+        # NoteOff: one-shots play to their end (a choke group or a steal stops them)
+
+    def note_on(self, pad: int, velocity: int, offset: int = 0) -> None:
+        audio = self.worker.slots[pad]
+        if audio is None:
+            self.silent_hits += 1
+            return
+        if len(self._queue) >= QUEUE:
+            self.dropped += 1
+            return
+        self._queue.append((pad, velocity, audio, offset))
+
+    def set_knob(self, knob: int, position: float) -> None:
+        self.knobs[knob] = min(1.0, max(0.0, float(position)))
+        self.worker.set_alpha(self.alpha())
+
+    def recall(self, snapshot: dict[str, float]) -> None:
+        """Set knobs by direction name (a program-change snapshot)."""
+        for i, knob in enumerate(self.preset.knobs):
+            if knob.direction in snapshot:
+                self.knobs[i] = min(1.0, max(0.0, float(snapshot[knob.direction])))
+        self.worker.set_alpha(self.alpha())
+
+    # ------------------------------------------------------------ the audio callback
+
+    def process(self, out: np.ndarray) -> None:
+        """Fill out [frames, 2] float32 (frames <= blocksize) with the next block."""
+        t0 = time.perf_counter()
+        queue, mixer = self._queue, self.mixer
+        while queue:
+            pad, velocity, audio, offset = queue.popleft()
+            mixer.note_on(pad, velocity, audio, offset)
+            self.worker.played(pad)
+            self.hits.append(Hit(pad, velocity, t0))
+        mixer.mix(out)
+        if self.master is not None:
+            self.master.process(out)
+        self.load[self.blocks % LOAD_RING] = time.perf_counter() - t0
+        self.blocks += 1
+
+    def load_stats(self) -> dict[str, float]:
+        """Callback time p50 / p99 / max in ms and as a share of the block period."""
+        n = min(self.blocks, LOAD_RING)
+        if n == 0:
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "p99_load": 0.0}
+        t = self.load[:n] * 1e3
+        period = self.blocksize / self.sample_rate * 1e3
+        p50, p99 = np.percentile(t, [50, 99])
+        return {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(t.max()),
+                "p99_load": float(p99 / period)}

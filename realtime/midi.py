@@ -1,0 +1,328 @@
+"""MIDI input: raw messages from rtmidi -> events.py events, delivered on a thread of their own.
+
+Threads (after python-rtmidi's examples/midifilter): rtmidi's callback runs on the driver's thread
+(JACK's process thread under JACK) and only enqueues `(message, time.perf_counter())`; a consumer
+thread parses and calls the handler; for a named port a watcher thread polls the port list and
+reconnects when the port comes back. `stop()` wakes the consumer with a sentinel and closes the
+ports in `finally`.
+
+Which MIDI API: `api=` or else $STEERPAD_MIDI_API ("alsa", "jack", "coremidi", "winmm"); unset
+means rtmidi's default API, then JACK if the default cannot open or has no matching port (rtmidi's
+default on Linux is ALSA, which fails without /dev/snd/seq instead of trying JACK).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+
+import rtmidi
+
+from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.events import Event
+from steerpad.realtime.midiparse import MidiParser
+
+__all__ = ["MidiInput", "MidiParser", "list_input_ports", "list_output_ports", "resolve_api"]
+
+CLIENT_NAME = "steerpad"
+"""The MIDI client name others see (JACK adds "-01" etc. when the name is taken)."""
+API_NAMES = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
+             "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
+"""The MIDI APIs by the names $STEERPAD_MIDI_API and `api=` take ("core" is accepted too)."""
+ENV_API = "STEERPAD_MIDI_API"
+_HINTS = {"jack": f"start the JACK server, or choose another API with ${ENV_API}",
+          "alsa": f"load the ALSA sequencer (modprobe snd-seq), or choose another API with ${ENV_API}"}
+
+
+def resolve_api(api: str | None = None) -> int | None:
+    """`api` (or else $STEERPAD_MIDI_API) -> an rtmidi API constant; None means "auto"."""
+    name = api if api is not None else os.environ.get(ENV_API, "")
+    key = name.strip().lower()
+    if key in ("", "auto"):
+        return None
+    api_id = API_NAMES.get("coremidi" if key == "core" else key)
+    where = f"MIDI API {name!r}" + ("" if api is not None else f" (from ${ENV_API})")
+    if api_id is None:
+        raise SteerpadError(f"unknown {where}: use one of {', '.join(API_NAMES)} or auto")
+    compiled = [rtmidi.get_api_name(a) for a in rtmidi.get_compiled_api()]
+    if api_id not in rtmidi.get_compiled_api():
+        raise SteerpadError(f"{where} is not built into this python-rtmidi: use one of "
+                            f"{', '.join(compiled)} or auto")
+    return api_id
+
+
+def _candidates(api_id: int | None) -> list[int]:
+    """The APIs to try in order: the chosen one, or rtmidi's default and then JACK."""
+    if api_id is not None:
+        return [api_id]
+    jack = [rtmidi.API_UNIX_JACK] if rtmidi.API_UNIX_JACK in rtmidi.get_compiled_api() else []
+    return [rtmidi.API_UNSPECIFIED, *jack]
+
+
+def _client(cls: type, api_id: int) -> rtmidi.MidiIn | rtmidi.MidiOut:
+    """A MIDI client; an explicitly chosen API that cannot open raises SteerpadError."""
+    try:
+        return cls(api_id, name=CLIENT_NAME)
+    except rtmidi.RtMidiError as e:
+        name = rtmidi.get_api_name(api_id)
+        hint = _HINTS.get(name, f"choose another with ${ENV_API}")
+        raise SteerpadError(f"cannot open MIDI API {name} ({_reason(e)}): {hint}") from None
+
+
+def _list_ports(cls: type, api: str | None) -> list[str]:
+    api_id = resolve_api(api)
+    if api_id is not None:
+        clients = [_client(cls, api_id)]
+    else:  # auto: the first API that opens and has ports
+        clients = []
+        for candidate in _candidates(None):
+            try:
+                clients.append(cls(candidate, name=CLIENT_NAME))
+            except rtmidi.RtMidiError:
+                continue
+    found: list[str] = []
+    for client in clients:
+        found = found or client.get_ports()
+        client.delete()
+    return found
+
+
+def list_input_ports(api: str | None = None) -> list[str]:
+    """Ports MIDI can be read from (controllers, other programs' outputs); auto: see the module."""
+    return _list_ports(rtmidi.MidiIn, api)
+
+
+def list_output_ports(api: str | None = None) -> list[str]:
+    """Ports MIDI can be sent to; auto: see the module."""
+    return _list_ports(rtmidi.MidiOut, api)
+
+
+def _match(ports: Sequence[str], query: str, prefer: str | None = None) -> int | None:
+    if prefer is not None and prefer in ports:
+        return ports.index(prefer)
+    q = query.lower()
+    return next((i for i, p in enumerate(ports) if q in p.lower()), None)
+
+
+class MidiInput:
+    """Reads one MIDI input and calls `handler(event)` on its own thread, for every parsed event.
+
+    `port`: open the first input port whose name contains it (case-insensitive); `virtual`: open a
+    virtual input port of that name for a DAW or sequencer to connect to; neither: the virtual
+    port "steerpad". `channels`: only these (0-15) reach the handler. `cc14`: see MidiParser.
+
+    A named port that disappears leaves the input running (`connected` False); a watcher polls
+    the port list every `poll_s` and reconnects when the same port name, or else a port matching
+    `port`, shows up again. A port that vanishes and returns within one poll is not noticed.
+
+    Attributes, read from any thread: `connected`, `port_name` (the connected port's name, or
+    the virtual port's name), `api_name` ("jack", "alsa", ...), `reconnects`, `received`
+    (messages taken from rtmidi), `ignored` (messages that gave no event), `filtered` (events
+    dropped by `channels`), `handler_errors` (exceptions the handler raised, counted and kept in
+    `last_error`, never fatal), `last_error` (a one-line description of the latest problem, or
+    None) and `event_time` (time.perf_counter() when the message being handled arrived; read it
+    inside the handler). rtmidi itself drops sysex, clock and active sensing: they are not counted.
+    """
+
+    def __init__(self, handler: Callable[[Event], None], port: str | None = None,
+                 virtual: str | None = None, cc14: Collection[int] = (), api: str | None = None,
+                 channels: Collection[int] | None = None, poll_s: float = 0.5):
+        if port is not None and virtual is not None:
+            raise SteerpadError(f"MIDI input: give a port ({port!r}) or a virtual port ({virtual!r}), "
+                                "not both")
+        if port is not None and not port.strip():
+            raise SteerpadError("MIDI input port name is empty: give part of a port name "
+                                "(`steerpad devices` lists them)")
+        if channels is not None:
+            bad = [c for c in channels if type(c) is not int or not 0 <= c <= 15]
+            if bad:
+                raise SteerpadError(f"MIDI channels {bad!r} are out of range: use 0-15 (devices say 1-16)")
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be > 0, got {poll_s!r}")
+        self._handler = handler
+        self._query = port
+        self._virtual = virtual if port is not None or virtual is not None else CLIENT_NAME
+        self._api_id = resolve_api(api)
+        self._parser = MidiParser(cc14)
+        self._mask = None if channels is None else [c in set(channels) for c in range(16)]
+        self._poll_s = poll_s
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._midiin: rtmidi.MidiIn | None = None
+        self._probe: rtmidi.MidiIn | None = None  # lists ports for the watcher (its own client)
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self.connected = False
+        self.port_name: str | None = None
+        self.api_name: str | None = None
+        self.reconnects = 0
+        self.received = 0
+        self.filtered = 0
+        self.handler_errors = 0
+        self.last_error: str | None = None
+        self.event_time = 0.0
+
+    @property
+    def ignored(self) -> int:
+        return self._parser.ignored
+
+    def __enter__(self) -> MidiInput:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> MidiInput:
+        """Open the port (SteerpadError if it cannot) and start the threads."""
+        if self._started:
+            raise RuntimeError("MidiInput.start() was already called; make a new MidiInput")
+        self._started = True
+        try:
+            self._open_named() if self._query is not None else self._open_virtual()
+        except BaseException:
+            self._close()
+            raise
+        self._threads.append(threading.Thread(target=self._consume, name="steerpad-midi", daemon=True))
+        if self._query is not None:
+            self._threads.append(threading.Thread(target=self._watch, name="steerpad-midi-watch",
+                                                  daemon=True))
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the threads and close the ports; safe to call twice, or from the handler."""
+        self._started = True  # a stopped input does not start again
+        self._stopping.set()
+        me = threading.current_thread()
+        try:
+            for t in self._threads[1:]:
+                if t is not me:
+                    t.join()
+        finally:
+            self._close()
+            self._queue.put(None)
+            if self._threads and self._threads[0] is not me:
+                self._threads[0].join()
+
+    def _enqueue(self, event: tuple[list[int], float], data: object = None) -> None:
+        """rtmidi's callback, on the driver's thread: enqueue and return."""
+        self._queue.put((event[0], time.perf_counter()))
+
+    def _consume(self) -> None:
+        get, feed, mask, handler = self._queue.get, self._parser.feed, self._mask, self._handler
+        while (item := get()) is not None:
+            self.received += 1
+            event = feed(item[0])
+            if event is None:
+                continue
+            if mask is not None and not mask[event.channel]:
+                self.filtered += 1
+                continue
+            self.event_time = item[1]
+            try:
+                handler(event)
+            except Exception as e:  # a handler bug must not end MIDI input
+                self.handler_errors += 1
+                self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+
+    def _clients(self, reasons: list[str]) -> Iterator[rtmidi.MidiIn]:
+        """Clients of the APIs to try, in order (see the module); an auto API that cannot open is
+        skipped with its reason noted, a chosen one raises SteerpadError."""
+        tried = set()
+        for api_id in _candidates(self._api_id):
+            if self._api_id is not None:
+                midiin = _client(rtmidi.MidiIn, api_id)
+            else:
+                try:
+                    midiin = rtmidi.MidiIn(api_id, name=CLIENT_NAME)
+                except rtmidi.RtMidiError as e:
+                    which = "rtmidi's default API" if api_id == rtmidi.API_UNSPECIFIED else \
+                        rtmidi.get_api_name(api_id)
+                    reasons.append(f"{which} ({_reason(e)})")
+                    continue
+            if midiin.get_current_api() in tried:  # rtmidi's default was JACK already
+                midiin.delete()
+                continue
+            tried.add(midiin.get_current_api())
+            yield midiin
+
+    def _open_virtual(self) -> None:
+        reasons: list[str] = []
+        for midiin in self._clients(reasons):
+            api_name = rtmidi.get_api_name(midiin.get_current_api())
+            try:
+                midiin.set_callback(self._enqueue)
+                midiin.open_virtual_port(self._virtual)
+            except (rtmidi.RtMidiError, NotImplementedError) as e:
+                reasons.append(f"{api_name} ({_reason(e)})")
+                midiin.delete()
+                continue
+            self._midiin, self.api_name = midiin, api_name
+            self.port_name, self.connected = self._virtual, True
+            return
+        raise SteerpadError(f"cannot open a virtual MIDI input port {self._virtual!r} "
+                            f"({'; '.join(reasons)}): name an input port instead "
+                            "(`steerpad devices` lists them)")
+
+    def _open_named(self) -> None:
+        seen: list[str] = []
+        reasons: list[str] = []
+        for midiin in self._clients(reasons):
+            api_name = rtmidi.get_api_name(midiin.get_current_api())
+            ports = midiin.get_ports()
+            if _match(ports, self._query) is None:
+                seen += [f"{p!r} ({api_name})" for p in ports]
+                midiin.delete()
+                continue
+            self._midiin, self.api_name = midiin, api_name
+            self._probe = _client(rtmidi.MidiIn, midiin.get_current_api())
+            self._connect()
+            return
+        available = (", ".join(seen) or "none") + (f"; not searched: {'; '.join(reasons)}" if reasons else "")
+        raise SteerpadError(f"no MIDI input port matches {self._query!r}: available: {available}")
+
+    def _connect(self) -> bool:
+        """(Re)open the matching port on our client; False if it is gone again."""
+        midiin = self._midiin
+        midiin.close_port()  # python-rtmidi also cancels the callback here
+        ports = midiin.get_ports()
+        i = _match(ports, self._query, prefer=self.port_name)
+        if i is None:
+            return False
+        midiin.set_callback(self._enqueue)
+        midiin.open_port(i, name="in")
+        self.port_name, self.connected = ports[i], True
+        return True
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._poll_s):
+            try:
+                ports = self._probe.get_ports()
+                if self.connected and self.port_name not in ports:
+                    self.connected = False
+                    self.last_error = f"MIDI port {self.port_name!r} disappeared: waiting for it to return"
+                elif not self.connected and _match(ports, self._query, prefer=self.port_name) is not None:
+                    if self._connect():
+                        self.reconnects += 1
+            except Exception as e:  # keep watching: the port may come back
+                self.last_error = f"MIDI reconnect failed: {type(e).__name__}: {e}".splitlines()[0]
+
+    def _close(self) -> None:
+        """Close and free our clients (the watcher has stopped, so nothing else uses them)."""
+        clients, self._midiin, self._probe = (self._midiin, self._probe), None, None
+        self.connected = False
+        for client in clients:
+            if client is not None:
+                try:
+                    client.close_port()
+                finally:
+                    client.delete()
+
+
+def _reason(e: BaseException) -> str:
+    """An rtmidi error as one line."""
+    return (str(e).splitlines() or [type(e).__name__])[0]

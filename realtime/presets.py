@@ -1,0 +1,475 @@
+"""Presets and controller maps: which pad plays what, which knob steers where (TOML files).
+
+    presets/<name>.toml               a performance: controller, voices, [[pads]], [[knobs]], [snapshots]
+    presets/controllers/<id>.toml     a controller map: the notes its pads send, the CCs its knobs send
+
+`load_preset(path)` reads a preset and its controller map and checks every field it can without
+a bundle; `check_preset(preset, direction_names, kit_names)` checks it against the bundle it is
+about to play. Bad input raises a one-line SteerpadError naming the file and the key, with the
+allowed values. In messages `pads[2]` is pad 2: the second [[pads]] table (counting from 1, as
+devices print pad numbers). Channels in files are 1-16 as printed on devices, or 0 / "any".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
+
+KnobMode = Literal["absolute", "relative_binary_offset", "relative_twos_complement", "relative_signed_bit"]
+KNOB_MODES: tuple[str, ...] = get_args(KnobMode)
+VELOCITY_CURVES = ("linear", "soft", "hard", "fixed")
+KNOB_CURVES = ("linear", "exponential", "logarithmic", "s-curve")
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+"""The presets shipped in the source tree; `controller = "<id>"` finds PRESETS_DIR/controllers/<id>.toml."""
+KIT_PREFIX = "kit:"
+KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""As bundle.KIT_NAME (kit entry names are file names); kept here so presets load without numpy."""
+STEP = 1 / 127
+"""A relative encoder's knob movement per tick."""
+
+_SHAPES = {
+    "linear": lambda x: x,
+    "exponential": lambda x: x * x,
+    "logarithmic": math.sqrt,
+    "s-curve": lambda x: x * x * (3.0 - 2.0 * x),
+}
+
+
+@dataclass(frozen=True)
+class ControllerMap:
+    """How one device's pads and knobs reach steerpad. Pad i sends note pad_notes[i], knob i
+    sends CC knob_ccs[i]; channels are 0-15, None = any channel."""
+
+    name: str
+    pad_channel: int | None
+    pad_notes: tuple[int, ...]
+    knob_channel: int | None
+    knob_ccs: tuple[int, ...]
+    cc14: frozenset[int] = frozenset()
+    """MSB numbers (0-31) of knobs sent as 14-bit pairs: MSB n, LSB n + 32."""
+    knob_mode: KnobMode = "absolute"
+    program_channel: int | None = None
+    """The channel program changes (snapshot recalls) come on; None = any."""
+    sources: tuple[str, ...] = ()
+    """Where the numbers came from (a maker's document, an editor dump, `steerpad learn`)."""
+    notes: str = ""
+    _pads: dict[int, int] = field(init=False, repr=False, compare=False)
+    _knobs: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pads", {n: i for i, n in enumerate(self.pad_notes)})
+        object.__setattr__(self, "_knobs", {c: i for i, c in enumerate(self.knob_ccs)})
+
+    def pad_for(self, event: Event) -> int | None:
+        """The pad index (0 = pad 1) a NoteOn / NoteOff belongs to, or None."""
+        if not isinstance(event, (NoteOn, NoteOff)):
+            return None
+        if self.pad_channel is not None and event.channel != self.pad_channel:
+            return None
+        return self._pads.get(event.note)
+
+    def knob_for(self, event: Event) -> int | None:
+        """The knob index (0 = knob 1) a ControlChange belongs to, or None."""
+        if not isinstance(event, ControlChange):
+            return None
+        if self.knob_channel is not None and event.channel != self.knob_channel:
+            return None
+        return self._knobs.get(event.control)
+
+    def knob_value(self, previous: float, event: ControlChange) -> float:
+        """The knob's new position 0-1: the value sent (absolute), or `previous` moved by the
+        signed tick count the encoder sent, 1/127 per tick (relative modes)."""
+        if self.knob_mode == "absolute":
+            return event.value
+        return min(1.0, max(0.0, previous + relative_ticks(self.knob_mode, event.raw) * STEP))
+
+
+def relative_ticks(mode: str, raw: int) -> int:
+    """The signed tick count in a relative encoder's 7-bit value."""
+    if mode == "relative_binary_offset":  # 64 = still, 65 = +1, 63 = -1
+        return raw - 64
+    if mode == "relative_twos_complement":  # 1 = +1, 127 = -1
+        return raw - 128 if raw >= 64 else raw
+    if mode == "relative_signed_bit":  # 1 = +1, 65 = -1
+        return -(raw & 63) if raw & 64 else raw
+    raise ValueError(f"not a relative knob mode: {mode!r}")
+
+
+@dataclass(frozen=True)
+class PadSpec:
+    """Pad `index` (0 = pad 1): a bundle kit entry (kind "kit", sample = its name) or an audio
+    file (kind "file", sample = its absolute Path)."""
+
+    index: int
+    kind: Literal["kit", "file"]
+    sample: str | Path
+    gain_db: float = 0.0
+    pan: float = 0.0
+    """-1 (left) .. 1 (right)."""
+    choke: str | None = None
+    """Pads sharing a choke group cut each other off."""
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """Knob `index` (0 = knob 1) steers `direction` over `range`: its low and high end in shares
+    of the direction's calibrated alpha range (-1 = alpha_min, 0 = untouched, +1 = alpha_max)."""
+
+    index: int
+    direction: str
+    range: tuple[float, float] = (-1.0, 1.0)
+    curve: str = "linear"
+    initial: float = 0.5
+    """The knob position 0-1 at start."""
+
+    def alpha(self, position: float, alpha_min: float, alpha_max: float) -> float:
+        """The direction's alpha at knob `position` 0-1 (alpha_min < 0 < alpha_max)."""
+        lo, hi = self.range
+        p = min(1.0, max(0.0, position))
+        u_lin = lo + (hi - lo) * p
+        u = _SHAPES[self.curve](abs(u_lin))  # the shaped magnitude; u_lin's sign picks the side
+        if u == 0.0:
+            return 0.0
+        return u * alpha_max if u_lin > 0 else u * alpha_min
+
+
+@dataclass
+class Preset:
+    """A performance: a controller map, what each pad plays, what each knob steers."""
+
+    name: str
+    path: Path
+    controller: ControllerMap
+    pads: list[PadSpec]
+    knobs: list[KnobSpec]
+    polyphony: int = 32
+    velocity_curve: str = "linear"
+    snapshots: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Program change number -> knob positions by direction name."""
+
+
+# ---------------------------------------------------------------- reading TOML
+
+
+class _Reader:
+    """Typed reads of one TOML file's values; each failure is `<file>: <key> <what>`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, what: str) -> SteerpadError:
+        return SteerpadError(f"{self.path}: {key} {what}")
+
+    def read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise SteerpadError(f"{self.path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise SteerpadError(f"{self.path}: cannot read it as UTF-8 text ({e})") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SteerpadError(f"{self.path}: not valid TOML: {e}; fix the syntax there") from None
+
+    def table(self, value: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+              ) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, got {_short(value)}")
+        where = f"{key}." if key else ""
+        for k in value:
+            if k not in allowed:
+                raise self.fail(f"{where}{k}", f"is not a known key (allowed: {', '.join(allowed)}); "
+                                "check the spelling")
+        for k in required:
+            if k not in value:
+                raise self.fail(f"{where}{k}", "is missing")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"must be a non-empty string, got {_short(value)}")
+        return value
+
+    def number(self, value: Any, key: str, lo: float, hi: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise self.fail(key, f"must be a number from {lo:g} to {hi:g}, got {_short(value)}")
+        return float(value)
+
+    def integer(self, value: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.fail(key, f"must be a whole number from {lo} to {hi}, got {_short(value)}")
+        return value
+
+    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}; got {_short(value)}")
+        return value
+
+    def channel(self, value: Any, key: str) -> int | None:
+        if value in ("any", 0) and not isinstance(value, bool):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
+            raise self.fail(key, f'must be 1-16 (as printed on the device), or 0 / "any" for any '
+                                 f"channel; got {_short(value)}")
+        return value - 1
+
+    def numbers(self, value: Any, key: str, what: str) -> tuple[int, ...]:
+        """A list of distinct MIDI numbers 0-127 (notes or CCs)."""
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of {what} numbers 0-127, got {_short(value)}")
+        seen: dict[int, int] = {}
+        for i, v in enumerate(value):
+            self.integer(v, f"{key}[{i + 1}]", 0, 127)
+            if v in seen:
+                raise self.fail(key, f"lists {what} {v} twice (entries {seen[v] + 1} and {i + 1}); "
+                                f"each {what} can belong to one control only")
+            seen[v] = i
+        return tuple(value)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, str) else repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# ---------------------------------------------------------------- controller maps
+
+
+def load_controller(path: str | Path) -> ControllerMap:
+    """Read and check a controller map TOML."""
+    r = _Reader(Path(path))
+    data = r.table(r.read(), "", ("name", "sources", "notes", "pads", "knobs", "program"),
+                   ("name", "pads", "knobs"))
+    name = r.string(data["name"], "name")
+    sources = data.get("sources", [])
+    if not isinstance(sources, list):
+        raise r.fail("sources", f"must be a list of strings, got {_short(sources)}")
+    for i, s in enumerate(sources):
+        r.string(s, f"sources[{i + 1}]")
+    notes = data.get("notes", "")
+    if not isinstance(notes, str):
+        raise r.fail("notes", f"must be a string, got {_short(notes)}")
+
+    pads = r.table(data["pads"], "pads", ("channel", "notes"), ("notes",))
+    pad_channel = r.channel(pads.get("channel", 0), "pads.channel")
+    pad_notes = r.numbers(pads["notes"], "pads.notes", "note")
+
+    knobs = r.table(data["knobs"], "knobs", ("channel", "ccs", "cc14", "mode"), ("ccs",))
+    knob_channel = r.channel(knobs.get("channel", 0), "knobs.channel")
+    knob_ccs = r.numbers(knobs["ccs"], "knobs.ccs", "CC")
+    cc14 = r.numbers(knobs.get("cc14", []), "knobs.cc14", "CC")
+    mode = r.choice(knobs.get("mode", "absolute"), "knobs.mode", KNOB_MODES)
+    for n in cc14:
+        if n > 31:
+            raise r.fail("knobs.cc14", f"lists {n}, but a 14-bit pair is named by its MSB 0-31 "
+                         "(its LSB is that number + 32)")
+        if n not in knob_ccs:
+            raise r.fail("knobs.cc14", f"lists {n}, which is not one of knobs.ccs; add it there or "
+                         "remove it here")
+        if n + 32 in knob_ccs:
+            raise r.fail("knobs.ccs", f"lists {n + 32}, the LSB of the 14-bit pair {n} in knobs.cc14; "
+                         "a pair's LSB cannot be a knob of its own")
+    if cc14 and mode != "absolute":
+        raise r.fail("knobs.mode", f'is "{mode}", but 14-bit pairs (knobs.cc14) send absolute values; '
+                     'use mode = "absolute" or cc14 = []')
+    if not pad_notes and not knob_ccs:
+        raise r.fail("pads.notes", "and knobs.ccs are both empty; a controller needs a pad or a knob")
+
+    program = r.table(data.get("program", {}), "program", ("channel",))
+    program_channel = r.channel(program.get("channel", 0), "program.channel")
+    return ControllerMap(name=name, pad_channel=pad_channel, pad_notes=pad_notes,
+                         knob_channel=knob_channel, knob_ccs=knob_ccs, cc14=frozenset(cc14),
+                         knob_mode=mode, program_channel=program_channel, sources=tuple(sources), notes=notes)
+
+
+def write_controller(cmap: ControllerMap, path: str | Path) -> None:
+    """Write `cmap` as a controller map TOML that load_controller reads back equal."""
+    path = Path(path)
+
+    def s(v: str) -> str:  # a TOML basic string: JSON escapes are TOML escapes; TOML also bans raw DEL
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+    def ch(c: int | None) -> str:
+        return '"any"' if c is None else str(c + 1)
+
+    def ints(xs) -> str:
+        return "[" + ", ".join(str(x) for x in xs) + "]"
+
+    lines = [
+        "# steerpad controller map: channels are 1-16 as printed on devices (\"any\" = any channel)",
+        f"name = {s(cmap.name)}",
+        "sources = [" + ", ".join(s(x) for x in cmap.sources) + "]",
+        f"notes = {s(cmap.notes)}",
+        "",
+        "[pads]  # pad 1 first",
+        f"channel = {ch(cmap.pad_channel)}",
+        f"notes = {ints(cmap.pad_notes)}",
+        "",
+        "[knobs]  # knob 1 first",
+        f"channel = {ch(cmap.knob_channel)}",
+        f"ccs = {ints(cmap.knob_ccs)}",
+        f"cc14 = {ints(sorted(cmap.cc14))}",
+        f"mode = {s(cmap.knob_mode)}",
+        "",
+        "[program]",
+        f"channel = {ch(cmap.program_channel)}",
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+
+
+def controller_ids() -> list[str]:
+    """The controller maps shipped in PRESETS_DIR/controllers."""
+    return sorted(p.stem for p in (PRESETS_DIR / "controllers").glob("*.toml"))
+
+
+def find_controller(ref: str, base: Path) -> Path | None:
+    """A preset's `controller` value -> the map's path: a path (it ends in .toml or has a slash),
+    relative to `base`; else an id, looked up in base/controllers, then PRESETS_DIR/controllers."""
+    if ref.endswith(".toml") or "/" in ref or "\\" in ref:
+        p = Path(ref).expanduser()
+        p = p if p.is_absolute() else base / p
+        return p if p.is_file() else None
+    for folder in (base / "controllers", PRESETS_DIR / "controllers"):
+        if (folder / f"{ref}.toml").is_file():
+            return folder / f"{ref}.toml"
+    return None
+
+
+# ---------------------------------------------------------------- presets
+
+
+def load_preset(path: str | Path) -> Preset:
+    """Read and check a preset TOML and its controller map (without a bundle: see check_preset)."""
+    path = Path(path)
+    r = _Reader(path)
+    data = r.table(r.read(), "", ("name", "controller", "voices", "pads", "knobs", "snapshots"),
+                   ("controller",))
+    name = r.string(data.get("name", path.stem), "name")
+    ref = r.string(data["controller"], "controller")
+    found = find_controller(ref, path.parent)
+    if found is None:
+        raise r.fail("controller", f"{_short(ref)} is neither a controller id (shipped: "
+                     f"{', '.join(controller_ids()) or 'none'}) nor a .toml file relative to the preset")
+    controller = load_controller(found)
+
+    voices = r.table(data.get("voices", {}), "voices", ("polyphony", "velocity_curve"))
+    polyphony = r.integer(voices.get("polyphony", 32), "voices.polyphony", 1, 256)
+    curve = r.choice(voices.get("velocity_curve", "linear"), "voices.velocity_curve", VELOCITY_CURVES)
+
+    pad_tables = _array_of_tables(r, data.get("pads", []), "pads", len(controller.pad_notes),
+                                  controller, "pads")
+    pads = [_pad(r, t, i, path.parent) for i, t in enumerate(pad_tables)]
+    knob_tables = _array_of_tables(r, data.get("knobs", []), "knobs", len(controller.knob_ccs),
+                                   controller, "knobs")
+    knobs = [_knob(r, t, i) for i, t in enumerate(knob_tables)]
+    seen: dict[str, int] = {}
+    for k in knobs:
+        if k.direction in seen:
+            raise r.fail(f"knobs[{k.index + 1}].direction", f"{_short(k.direction)} is already knob "
+                         f"{seen[k.direction] + 1}'s; give each direction one knob")
+        seen[k.direction] = k.index
+    snapshots = _snapshots(r, data.get("snapshots", {}), [k.direction for k in knobs])
+    return Preset(name=name, path=path, controller=controller, pads=pads, knobs=knobs,
+                  polyphony=polyphony, velocity_curve=curve, snapshots=snapshots)
+
+
+def check_preset(preset: Preset, direction_names, kit_names) -> None:
+    """Check `preset` against a bundle's direction and kit entry names, and that its sample files
+    exist; raise a SteerpadError naming the preset file and key otherwise."""
+    directions, kit = list(direction_names), list(kit_names)
+    for k in preset.knobs:
+        if k.direction not in directions:
+            raise SteerpadError(f"{preset.path}: knobs[{k.index + 1}].direction {_short(k.direction)} is "
+                                f"not in the bundle (it has: {', '.join(directions) or 'none'})")
+    for p in preset.pads:
+        key = f"pads[{p.index + 1}].sample"
+        if p.kind == "kit" and p.sample not in kit:
+            raise SteerpadError(f"{preset.path}: {key} {_short(KIT_PREFIX + str(p.sample))} is not a kit "
+                                f"entry of the bundle (it has: {', '.join(kit) or 'none'})")
+        if p.kind == "file" and not Path(p.sample).is_file():
+            raise SteerpadError(f"{preset.path}: {key} {p.sample} is not a file; fix the path (relative "
+                                "to the preset file) or use kit:<name>")
+
+
+def _array_of_tables(r: _Reader, value: Any, key: str, limit: int, controller: ControllerMap,
+                     what: str) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise r.fail(key, f"must be [[{key}]] tables, got {_short(value)}")
+    if len(value) > limit:
+        raise r.fail(key, f"has {len(value)} entries, but controller {_short(controller.name)} has "
+                     f"{limit} {what}; remove some or use a controller with more")
+    return value
+
+
+def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
+    key = f"pads[{i + 1}]"
+    r.table(t, key, ("sample", "gain_db", "pan", "choke"), ("sample",))
+    sample = r.string(t["sample"], f"{key}.sample")
+    choke = t.get("choke")
+    if choke is not None:
+        choke = r.string(choke, f"{key}.choke")
+    common = dict(index=i, gain_db=r.number(t.get("gain_db", 0.0), f"{key}.gain_db", -60, 12),
+                  pan=r.number(t.get("pan", 0.0), f"{key}.pan", -1, 1), choke=choke)
+    if sample.startswith(KIT_PREFIX):
+        entry = sample[len(KIT_PREFIX):]
+        if not KIT_NAME.match(entry):
+            raise r.fail(f"{key}.sample", f"{_short(sample)} needs a kit entry name after kit: (letters, "
+                         "digits, _ . -)")
+        return PadSpec(kind="kit", sample=entry, **common)
+    file = Path(sample).expanduser()
+    return PadSpec(kind="file", sample=(file if file.is_absolute() else base / file).resolve(), **common)
+
+
+def _knob(r: _Reader, t: dict, i: int) -> KnobSpec:
+    key = f"knobs[{i + 1}]"
+    r.table(t, key, ("direction", "range", "curve", "initial"), ("direction",))
+    direction = r.string(t["direction"], f"{key}.direction")
+    rng = t.get("range", [-1.0, 1.0])
+    if not isinstance(rng, list) or len(rng) != 2:
+        raise r.fail(f"{key}.range", f"must be [low, high] in shares of the alpha range, -1 to 1; got "
+                     f"{_short(rng)}")
+    lo = r.number(rng[0], f"{key}.range[1]", -1, 1)
+    hi = r.number(rng[1], f"{key}.range[2]", -1, 1)
+    if lo == hi:
+        raise r.fail(f"{key}.range", f"is [{lo:g}, {hi:g}]: the knob would do nothing; make its ends differ")
+    curve = r.choice(t.get("curve", "linear"), f"{key}.curve", KNOB_CURVES)
+    neutral = (0.0 - lo) / (hi - lo) if lo * hi <= 0 else 0.0  # where alpha is 0, or the low end
+    initial = r.number(t.get("initial", neutral), f"{key}.initial", 0, 1)
+    return KnobSpec(index=i, direction=direction, range=(lo, hi), curve=curve, initial=initial)
+
+
+def _snapshots(r: _Reader, value: Any, directions: list[str]) -> dict[int, dict[str, float]]:
+    if not isinstance(value, dict):
+        raise r.fail("snapshots", f"must be a table of program number = {{ direction = position }}, got "
+                     f"{_short(value)}")
+    out = {}
+    for k, positions in value.items():
+        if not re.fullmatch(r"\d{1,3}", k) or int(k) > 127:
+            raise r.fail(f"snapshots.{k}", "is not a program change number 0-127")
+        if not isinstance(positions, dict):
+            raise r.fail(f"snapshots.{k}", f"must be {{ direction = position 0-1, ... }}, got "
+                         f"{_short(positions)}")
+        for d, pos in positions.items():
+            if d not in directions:
+                raise r.fail(f"snapshots.{k}.{d}", f"is not a knob's direction in this preset (knobs: "
+                             f"{', '.join(directions) or 'none'})")
+            r.number(pos, f"snapshots.{k}.{d}", 0, 1)
+        out[int(k)] = {d: float(pos) for d, pos in positions.items()}
+    return out

@@ -1,0 +1,185 @@
+"""The render worker: keeps a steered render of every pad's one-shot ready at the device rate.
+
+The knob state is one alpha vector with a version number. Moving a knob bumps the version and
+wakes the worker, which re-renders stale pads one at a time, the most recently played first,
+always with the newest alpha (work for an older knob state is never queued, so it cannot pile
+up). Each finished render is published by replacing the pad's array reference, an atomic swap:
+the audio thread reads `slots[pad]` and always gets a finished buffer; a voice that is playing
+the previous one keeps it. A failing render keeps the previous buffer and records the error.
+
+Runs bundle.steer + bundle.decode (onnxruntime) and soxr; never called from the audio callback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from steerpad.realtime.bundle import Bundle
+
+
+@dataclass
+class RenderStats:
+    """What the status view and the benchmark read (written by the worker only)."""
+
+    renders: int = 0
+    errors: int = 0
+    last_error: str = ""
+    last_ms: float = 0.0
+    """Compute time of the last render (steer + decode + resample), ms."""
+    last_latency_ms: float = 0.0
+    """Knob move -> that pad's fresh render published, ms, for the last render."""
+
+
+class RenderWorker:
+    """Renders pad latents [D, N] through `bundle` into stereo float32 [T, 2] arrays at `out_rate`.
+
+    `sources[p]` is pad p's latents, or None for a pad with no sound. Call `start()`, then
+    `set_alpha()` from any thread whenever the knobs move; read `slots[p]` from any thread.
+    """
+
+    def __init__(self, bundle: Bundle, sources: list[np.ndarray | None], out_rate: int):
+        self.bundle = bundle
+        self.out_rate = int(out_rate)
+        self.sources = list(sources)
+        n = len(self.sources)
+        self.slots: list[np.ndarray | None] = [None] * n
+        """Latest finished render per pad, [T, 2] float32 at out_rate (replaced, never mutated)."""
+        self.latency_ms: list[float] = [float("nan")] * n
+        """Per pad: knob move -> fresh render published, ms, for its last render."""
+        self.errors: list[str] = [""] * n
+        """Per pad: the last render error ('' when its last render worked)."""
+        self.stats = RenderStats()
+        self.history: deque[tuple[int, float, float]] = deque(maxlen=512)
+        """(pad, compute ms, latency ms) of recent renders."""
+        self._alpha = np.zeros(len(bundle.directions), np.float32)
+        self._version = 1
+        self._version_time = time.perf_counter()
+        self._done = [0] * n
+        self._played = [0.0] * n
+        self._source_time = [0.0] * n
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ control (any thread)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="steerpad-render", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def set_alpha(self, alpha: np.ndarray) -> None:
+        """The newest knob state, one alpha per bundle direction: every pad becomes stale."""
+        a = np.asarray(alpha, np.float32).reshape(-1)
+        if a.shape != self._alpha.shape or not np.isfinite(a).all():
+            raise ValueError(f"alpha must be {self._alpha.shape[0]} finite values, got {a}")
+        with self._cond:
+            if np.array_equal(a, self._alpha):
+                return
+            self._alpha = a.copy()
+            self._version += 1
+            self._version_time = time.perf_counter()
+            self._cond.notify_all()
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return self._alpha.copy()
+
+    def set_source(self, pad: int, latents: np.ndarray | None) -> None:
+        """Give pad a new sound (e.g. a captured hit): it is rendered with the current knobs."""
+        with self._cond:
+            self.sources[pad] = latents
+            self._source_time[pad] = time.perf_counter()
+            self._done[pad] = 0
+            self._cond.notify_all()
+
+    def played(self, pad: int) -> None:
+        """Note that pad was just hit (its re-render goes first). Safe from the audio thread:
+        one float store, no lock."""
+        self._played[pad] = time.perf_counter()
+
+    def pending(self) -> int:
+        """Pads whose render is older than the knobs."""
+        v = self._version
+        return sum(1 for p, s in enumerate(self.sources) if s is not None and self._done[p] < v)
+
+    def wait_fresh(self, timeout: float | None = None) -> bool:
+        """Block until every pad has a render of the current knob state (True) or timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._stale() is not None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    # ------------------------------------------------------------ the worker
+
+    def _stale(self) -> int | None:
+        """The stale pad to render next: most recently played first, then pad order."""
+        best, best_t = None, -1.0
+        for p, src in enumerate(self.sources):
+            if src is not None and self._done[p] < self._version and self._played[p] > best_t:
+                best, best_t = p, self._played[p]
+        return best
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (pad := self._stale()) is None:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                alpha, version, since = self._alpha, self._version, self._version_time
+                latents = self.sources[pad]
+            t0 = time.perf_counter()
+            try:
+                audio = self.render(latents, alpha)
+            except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
+                err = (f"pad {pad + 1}: render failed ({type(e).__name__}: {e}); "
+                       "the previous sound keeps playing")
+                self.errors[pad] = err
+                self.stats.errors += 1
+                self.stats.last_error = err
+            else:
+                self.slots[pad] = audio  # the atomic swap
+                self.errors[pad] = ""
+                t1 = time.perf_counter()
+                compute, latency = (t1 - t0) * 1e3, (t1 - max(since, self._source_time[pad])) * 1e3
+                self.latency_ms[pad] = latency
+                self.stats.renders += 1
+                self.stats.last_ms, self.stats.last_latency_ms = compute, latency
+                self.history.append((pad, compute, latency))
+            with self._cond:
+                if self.sources[pad] is latents:
+                    self._done[pad] = version
+                self._cond.notify_all()
+
+    def render(self, latents: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate."""
+        audio = self.bundle.render(latents, alpha)[0]  # [C, T] at the bundle rate
+        if audio.shape[0] == 1:
+            audio = np.repeat(audio, 2, axis=0)
+        elif audio.shape[0] > 2:
+            audio = audio[:2]
+        frames = np.ascontiguousarray(audio.T, dtype=np.float32)
+        if self.bundle.sample_rate != self.out_rate:
+            frames = soxr.resample(frames, self.bundle.sample_rate, self.out_rate, quality="HQ")
+        if not np.isfinite(frames).all():
+            raise ValueError("the decoder produced non-finite samples")
+        return np.ascontiguousarray(frames, dtype=np.float32)

@@ -1,0 +1,75 @@
+"""The terminal status view of `steerpad live` (rich): pads lighting on hits, knob values per
+direction, the render queue and latency, callback load and xruns, the MIDI port.
+
+It only reads counters the engine, worker and stream already keep; it runs on the main thread
+and never touches the audio path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+LIT_S = 0.15
+"""How long a pad stays lit after a hit."""
+
+
+class StatusView:
+    def __init__(self, engine, stream, midi, refresh_hz: float = 10.0):
+        self.engine, self.stream, self.midi = engine, stream, midi
+        self.refresh_hz = refresh_hz
+
+    def render(self) -> Group:
+        e = self.engine
+        now = time.perf_counter()
+        lit = {h.pad: h.velocity for h in list(e.hits) if now - h.time < LIT_S}
+        pads = Table.grid(padding=(0, 1))
+        n = len(e.controller.pad_notes)
+        cols = 4 if n <= 16 else 8
+        row = []
+        for p in range(n):
+            name = e.preset.pads[p].sample.split(":")[-1] if p < len(e.preset.pads) else "-"
+            name = str(name).rsplit("/", 1)[-1][:10]
+            style = f"bold black on rgb({min(255, 80 + 2 * lit[p])},200,80)" if p in lit else "dim"
+            err = "!" if e.worker.errors[p] else " "
+            row.append(Text(f"{p + 1:>2} {name:<10}{err}", style=style))
+            if len(row) == cols:
+                pads.add_row(*row)
+                row = []
+        if row:
+            pads.add_row(*row)
+
+        knobs = Table(box=None, show_header=True, header_style="bold")
+        for col in ("knob", "direction", "position", "alpha"):
+            knobs.add_column(col)
+        alpha = e.alpha()
+        names = e.bundle.direction_names()
+        for i, (k, pos) in enumerate(zip(e.preset.knobs, e.knobs)):
+            bar = "█" * int(round(pos * 20))
+            a = alpha[names.index(k.direction)]
+            knobs.add_row(str(i + 1), k.direction, f"{bar:<20} {pos:.2f}", f"{a:+.2f}")
+
+        load = e.load_stats()
+        w = e.worker
+        info = Table.grid(padding=(0, 2))
+        errors = f" · [red]{w.stats.errors} errors: {w.stats.last_error}[/]" if w.stats.errors else ""
+        info.add_row("render", f"{w.pending()} pending · last {w.stats.last_ms:.0f} ms compute, "
+                     f"{w.stats.last_latency_ms:.0f} ms knob→fresh · {w.stats.renders} renders{errors}")
+        info.add_row("audio", f"{self.stream.device_name} · {e.sample_rate} Hz · {e.blocksize} frames · "
+                     f"callback p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms "
+                     f"({100 * load['p99_load']:.0f} % of a block) · xruns {self.stream.xruns} · "
+                     f"voices {e.mixer.active}")
+        port = self.midi.port_name or "-"
+        state = "[green]connected[/]" if self.midi.connected else "[yellow]waiting for the port[/]"
+        info.add_row("midi", f"{port} {state} · {self.midi.received} messages · {e.unmapped} unmapped")
+        return Group(Text(f"steerpad · {e.preset.name} · Ctrl-C to stop", style="bold"), pads, knobs, info)
+
+    def run(self, stop: threading.Event, deadline: float | None = None) -> None:
+        with Live(self.render(), refresh_per_second=self.refresh_hz, transient=False) as live:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(1.0 / self.refresh_hz)
+                live.update(self.render())

@@ -1,0 +1,26 @@
+"""Shared test setup. A dummy JACK server is started before anything imports sounddevice
+(PortAudio finds host APIs once, at import), so the realtime tests run on real audio and MIDI."""
+
+from __future__ import annotations
+
+import pytest
+
+from steerpad.offline.jackrig import ensure_jackd
+
+JACK_OK = ensure_jackd()
+
+
+@pytest.fixture(scope="session")
+def jack_server() -> None:
+    """A running JACK server (jackd -d dummy, 48 kHz, 128-frame periods), or skip."""
+    if not JACK_OK:
+        pytest.skip("no JACK server: install jackd2 (./scripts/test does)")
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """A bundle trained by `steerpad train` on synthetic drums (tests/chainbundle.py): the
+    folder holding bundle/, work/ (with work/eval/report.json) and kits/."""
+    from chainbundle import build_chain
+
+    return build_chain(tmp_path_factory.mktemp("chain"))

@@ -127,17 +127,16 @@ def bench_live_callback(o) -> dict[str, float]:
 def bench_live_jack(o) -> dict[str, float]:
     """On a JACK server (dummy driver, 48 kHz, 128 frames): note-on -> first output sample through
     steerpad's MIDI port, engine and PortAudio stream, recorded by a JACK client on the same
-    frame clock; and xruns over the run (60 s; --quick: 5 s) seen by steerpad's stream and by a
-    plain JACK client started beside it."""
-    from steerpad.offline.jackrig import PERIOD, RATE, Recorder, Sender, ensure_jackd, first_onset
+    frame clock (hits of 0.1 s one-shots, each on silence); and xruns over the run (60 s;
+    --quick: 5 s) seen by steerpad's stream and by a plain JACK client started beside it."""
+    from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
 
     if not ensure_jackd(RATE, PERIOD):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
     import jack
 
-    from steerpad.realtime.engine import Engine
-    from steerpad.realtime.live import LiveStream
-    from steerpad.realtime.midi import MidiInput
+    from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.presets import load_preset
 
     seconds = 5.0 if o.quick else 60.0
     plain = jack.Client("steerpad-bench-plain", no_start_server=True)
@@ -146,43 +145,32 @@ def bench_live_jack(o) -> dict[str, float]:
     pin, pout = plain.inports.register("in"), plain.outports.register("out")
     plain.set_process_callback(lambda frames: pout.get_array().__setitem__(slice(None), pin.get_array()))
     plain.activate()
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle, preset = _setup(Path(tmp), o.quick)
-        rec = Recorder(seconds=seconds + 5)
-        engine = Engine(bundle, preset, rec.rate, rec.period)
-        engine.start(wait=None)
-        midi = MidiInput(engine.handle, virtual="steerpad-bench", api="jack").start()
-        stream = LiveStream(engine)
-        sender = Sender()
-        latencies = []
-        try:
-            stream.start()
-            sender.connect("steerpad-bench")
-            rec.connect_from("PortAudio")
-            time.sleep(0.5)
-            xruns0, plain0 = stream.xruns, plain_xruns[0]
-            t_end = time.monotonic() + seconds
-            while time.monotonic() < t_end:
-                t = sender.send([0x99, 36, 110])
-                time.sleep(0.1)
-                onset = first_onset(rec.audio_since(t)[:RATE // 10], 1e-4)
-                if onset is not None:
-                    latencies.append(onset)
-                sender.send([0x99, 36 + 1 + len(latencies) % 15, 90])  # keep other voices busy
-                time.sleep(0.15)
-            xruns, plain_x = stream.xruns - xruns0, plain_xruns[0] - plain0
-        finally:
-            sender.close()
-            stream.close()
-            midi.stop()
-            rec.close()
-            engine.close()
-            plain.deactivate()
-            plain.close()
+    latencies, late = [], 0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = random_bundle(Path(tmp), "tiny" if o.quick else "small", 512, 16, seconds=0.1)
+            bundle = load_bundle(path)
+            preset = load_preset(bench_preset(Path(tmp), path))
+            with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
+                xruns0, plain0 = rig.stream.xruns, plain_xruns[0]
+                t_end = time.monotonic() + seconds
+                while time.monotonic() < t_end:
+                    t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
+                    if not rig.silent_before(t, threshold=1e-5):
+                        late += 1  # the last hit still sounded: no clean onset to measure
+                        continue
+                    onset = first_onset(audio[:RATE // 10], 1e-5)
+                    if onset is not None:
+                        latencies.append(onset)
+                xruns, plain_x = rig.stream.xruns - xruns0, plain_xruns[0] - plain0
+    finally:
+        plain.deactivate()
+        plain.close()
     lat = np.asarray(latencies, float)
     p50 = float(np.median(lat))
     return {"jack/trigger_p50_frames": p50, "jack/trigger_p99_frames": float(np.percentile(lat, 99)),
             "jack/trigger_max_frames": float(lat.max()), "jack/trigger_p50_ms": p50 / RATE * 1e3,
             "jack/within_one_block": float(np.mean(lat < 2 * PERIOD)), "jack/hits": float(lat.size),
-            "jack/block_frames": float(PERIOD), "jack/xruns_steerpad": float(xruns),
-            "jack/xruns_plain_client": float(plain_x), "jack/seconds": seconds}
+            "jack/skipped_hits": float(late), "jack/block_frames": float(PERIOD),
+            "jack/xruns_steerpad": float(xruns), "jack/xruns_plain_client": float(plain_x),
+            "jack/seconds": seconds}

@@ -20,7 +20,11 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,3 +167,50 @@ def first_onset(audio: np.ndarray, threshold: float = 1e-3) -> int | None:
     """Index of the first sample whose absolute value (either channel) exceeds threshold."""
     hot = np.flatnonzero(np.abs(audio).max(axis=1) > threshold)
     return int(hot[0]) if hot.size else None
+
+
+@dataclass
+class LiveRig:
+    engine: Any
+    stream: Any
+    midi: Any
+    sender: Sender
+    recorder: Recorder
+
+    def hit(self, pad: int, velocity: int = 110, listen: float = 0.3) -> tuple[int, np.ndarray]:
+        """Send a note-on to pad (generic map: note 36 + pad, channel 10); return the frame it
+        was sent at and the audio recorded from that frame on, `listen` seconds later."""
+        t = self.sender.send([0x99, 36 + pad, velocity])
+        time.sleep(listen)
+        return t, self.recorder.audio_since(t).copy()
+
+    def silent_before(self, frame: int, frames: int = 256, threshold: float = 1e-3) -> bool:
+        i = frame - (self.recorder.start_frame or 0)
+        return bool(np.abs(self.recorder.buffer[max(0, i - frames):i]).max(initial=0.0) < threshold)
+
+
+@contextmanager
+def live_rig(bundle, preset, port: str, seconds: float = 60.0) -> Iterator[LiveRig]:
+    """steerpad live on the running JACK server: an Engine on a PortAudio stream, its MIDI input
+    as a virtual JACK port `port` fed by a Sender, its output recorded by a Recorder."""
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.live import LiveStream
+    from steerpad.realtime.midi import MidiInput
+
+    rec = Recorder(seconds=seconds)
+    engine = midi = stream = sender = None
+    try:
+        engine = Engine(bundle, preset, rec.rate, rec.period)
+        engine.start(wait=None)
+        midi = MidiInput(engine.handle, virtual=port, api="jack").start()
+        stream = LiveStream(engine)
+        stream.start()
+        sender = Sender()
+        sender.connect(port)
+        rec.connect_from("PortAudio")
+        time.sleep(0.3)
+        yield LiveRig(engine, stream, midi, sender, rec)
+    finally:
+        for closing in (sender, stream, midi, rec, engine):
+            if closing is not None:
+                (closing.stop if closing is midi else closing.close)()

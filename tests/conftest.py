@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from steerpad.offline.jackrig import ensure_jackd
@@ -23,4 +26,7 @@ def chain(tmp_path_factory):
     folder holding bundle/, work/ (with work/eval/report.json) and kits/."""
     from chainbundle import build_chain
 
+    reuse = os.environ.get("STEERPAD_TEST_CHAIN")  # a chain folder a previous run built (debugging)
+    if reuse and (Path(reuse) / "bundle" / "manifest.json").is_file():
+        return Path(reuse)
     return build_chain(tmp_path_factory.mktemp("chain"))

@@ -23,7 +23,7 @@ from steerpad.realtime.presets import load_preset
 pytestmark = pytest.mark.slow  # needs the chain bundle (~2 min, once per session)
 
 RATE = 48000
-PAD_FILES = (("*hihat_closed*", "hats"), ("*hihat_opened*", "hats"), ("*snare*", None), ("*clap*", None))
+PAD_FILES = (("hh_closed*", "hats"), ("hihat_opened*", "hats"), ("*snare*", None), ("*clap*", None))
 
 
 def write_preset(folder: Path, kit: Path, knobs=("brighter", "louder")) -> Path:

@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 from test_engine import write_preset
 
-from steerpad.offline.jackrig import Recorder, Sender, first_onset
+from steerpad.offline.jackrig import first_onset, live_rig
 from steerpad.realtime.bundle import load_bundle
-from steerpad.realtime.engine import Engine
-from steerpad.realtime.live import LiveStream
-from steerpad.realtime.midi import MidiInput
 from steerpad.realtime.presets import load_preset
 
 pytestmark = pytest.mark.slow
@@ -29,31 +26,8 @@ SNARE, HAT = 2, 0
 def live(jack_server, chain, tmp_path_factory):
     bundle = load_bundle(chain / "bundle")
     preset = load_preset(write_preset(tmp_path_factory.mktemp("live"), chain / "kits" / "synth_kit_6"))
-    rec = Recorder(seconds=60)
-    engine = Engine(bundle, preset, rec.rate, rec.period)
-    assert engine.start(wait=120)
-    midi = MidiInput(engine.handle, virtual=PORT, api="jack").start()
-    stream = LiveStream(engine)
-    stream.start()
-    sender = Sender()
-    try:
-        sender.connect(PORT)
-        rec.connect_from("PortAudio")
-        time.sleep(0.3)
-        yield engine, stream, midi, sender, rec
-    finally:
-        sender.close()
-        stream.close()
-        midi.stop()
-        rec.close()
-        engine.close()
-
-
-def hit(sender: Sender, rec: Recorder, pad: int, velocity: int = 110, listen: float = 0.3):
-    """Send a note-on; return (frame it was sent at, recorded audio from that frame on)."""
-    t = sender.send([0x99, 36 + pad, velocity])
-    time.sleep(listen)
-    return t, rec.audio_since(t).copy()
+    with live_rig(bundle, preset, PORT) as rig:
+        yield rig
 
 
 def rms_db(x: np.ndarray) -> float:
@@ -61,13 +35,12 @@ def rms_db(x: np.ndarray) -> float:
 
 
 def test_every_hit_sounds_in_the_block_after_its_note_on(live):
-    engine, stream, midi, sender, rec = live
-    period = rec.period
+    engine, stream, midi = live.engine, live.stream, live.midi
+    period = live.recorder.period
     latencies = []
     for i in range(10):
-        t, audio = hit(sender, rec, HAT if i % 2 else SNARE, listen=0.35)
-        before = rec.buffer[max(0, t - rec.start_frame - 256):t - rec.start_frame]
-        assert np.abs(before).max() < 1e-3, "the previous hit had not died away: space the hits further"
+        t, audio = live.hit(HAT if i % 2 else SNARE, listen=0.35)
+        assert live.silent_before(t), "the previous hit had not died away: space the hits further"
         onset = first_onset(audio)
         assert onset is not None, f"hit {i}: no sound"
         latencies.append(onset)
@@ -79,9 +52,9 @@ def test_every_hit_sounds_in_the_block_after_its_note_on(live):
 
 
 def test_knob_sweep_rerenders_and_the_next_hit_is_louder(live):
-    engine, stream, midi, sender, rec = live
+    engine, sender = live.engine, live.sender
     louder = 1  # knob 2 = CC 71 on channel 1 in the generic map
-    _, centre = hit(sender, rec, SNARE)
+    _, centre = live.hit(SNARE)
     renders = engine.worker.stats.renders
     for v in range(64, 128, 8):  # a sweep up to the top, as a hand turns a knob
         sender.send([0xB0, 70 + louder, v])
@@ -91,12 +64,12 @@ def test_knob_sweep_rerenders_and_the_next_hit_is_louder(live):
         time.sleep(0.01)
     assert engine.worker.wait_fresh(60)
     assert engine.worker.stats.renders > renders
-    _, up = hit(sender, rec, SNARE)
+    _, up = live.hit(SNARE)
     sender.send([0xB0, 70 + louder, 0])
     while engine.knobs[louder] > 0.0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.worker.wait_fresh(60)
-    _, down = hit(sender, rec, SNARE)
+    _, down = live.hit(SNARE)
     n = 9600
     levels = [rms_db(x[first_onset(x):first_onset(x) + n]) for x in (down, centre, up)]
     assert levels[2] > levels[1] + 1.0 > levels[0] + 2.0, levels
@@ -106,14 +79,16 @@ def test_knob_sweep_rerenders_and_the_next_hit_is_louder(live):
 
 
 def test_malformed_midi_is_ignored_and_play_goes_on(live):
-    engine, stream, midi, sender, rec = live
+    stream, midi, sender = live.stream, live.midi, live.sender
     ignored = midi.ignored
-    garbage = [[0x99], [0x99, 0x80, 0x40], [0xB0, 70], [0xF0, 0x7E, 0x01], [0x40, 0x40],
-               [0xE0, 0x00, 0x40], [0xFF], [0xB0, 0x47, 0xFF]]
+    # An unterminated sysex holds back rtmidi's input until the device sends its end (0xF7):
+    # rtmidi joins what comes between into one sysex, which is dropped (see realtime/midi.py).
+    garbage = [[0x99], [0x99, 0x80, 0x40], [0xB0, 70], [0xF0, 0x7E, 0x01], [0x40, 0x40], [0xF7],
+               [0xF0, 0x7E, 0x7F, 0x06, 0x01, 0xF7], [0xE0, 0x00, 0x40], [0xFF], [0xB0, 0x47, 0xFF]]
     for g in garbage:
         sender.send(g)
     time.sleep(0.2)
     assert midi.ignored > ignored
-    _, audio = hit(sender, rec, SNARE)
+    _, audio = live.hit(SNARE)
     assert first_onset(audio) is not None
     assert stream.callback_errors == 0 and midi.handler_errors == 0

@@ -188,6 +188,8 @@ def _sessions(path: Path, manifest: dict, providers: list[str] | None,
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # Idle onnxruntime threads must sleep, not spin: they share the cores with the audio thread.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
     providers = providers or default_providers()

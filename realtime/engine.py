@@ -96,6 +96,8 @@ class Engine:
         self._queue: deque[tuple[int, int, np.ndarray, int]] = deque()
         self.hits: deque[Hit] = deque(maxlen=64)
         """Recent pad hits (for the status view)."""
+        self.played = 0
+        """Note-ons that started a voice."""
         self.dropped = 0
         self.silent_hits = 0
         """Hits on a pad that had no render yet (nothing to play)."""
@@ -189,6 +191,7 @@ class Engine:
             mixer.note_on(pad, velocity, audio, offset)
             self.worker.played(pad)
             self.hits.append(Hit(pad, velocity, t0))
+            self.played += 1
         mixer.mix(out)
         if self.master is not None:
             self.master.process(out)

@@ -73,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output device name (substring) or index (default: the system's)")
     parser.add_argument("--midi-port", default=None,
                         help="MIDI input port name (substring); default: a virtual port named steerpad")
+    parser.add_argument("--midi-port-name", default="steerpad",
+                        help="the virtual MIDI port's name, when no --midi-port is given")
     parser.add_argument("--midi-api", default=None, help="jack, alsa, coremidi or winmm (default: auto)")
     parser.add_argument("--blocksize", type=int, default=128, help="frames per audio block")
     parser.add_argument("--sample-rate", type=int, default=None,
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print("rendering pads ...", flush=True)
         engine.start(wait=None)
         midi = MidiInput(engine.handle, port=args.midi_port,
-                         virtual=None if args.midi_port else "steerpad",
+                         virtual=None if args.midi_port else args.midi_port_name,
                          cc14=preset.controller.cc14, api=args.midi_api)
         stop = threading.Event()
         try:
@@ -119,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
             pass
         finally:
             midi.stop()
-    print("steerpad live: stopped")
+    print("\nsteerpad live: stopped")
     return 0

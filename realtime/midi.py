@@ -1,10 +1,17 @@
 """MIDI input: raw messages from rtmidi -> events.py events, delivered on a thread of their own.
 
-Threads (after python-rtmidi's examples/midifilter): rtmidi's callback runs on the driver's thread
-(JACK's process thread under JACK) and only enqueues `(message, time.perf_counter())`; a consumer
-thread parses and calls the handler; for a named port a watcher thread polls the port list and
-reconnects when the port comes back. `stop()` wakes the consumer with a sentinel and closes the
-ports in `finally`.
+Threads: a reader thread takes messages from rtmidi's own queue (`get_message()`, every
+`READ_S` when idle), parses them and calls the handler; for a named port a watcher thread polls
+the port list and reconnects when the port comes back. `stop()` sets an event both threads
+check, joins them and closes the ports in `finally`.
+
+Why no rtmidi callback (python-rtmidi's examples/midifilter enqueues from one): rtmidi calls it
+on the driver's thread, which under JACK is JACK's process thread, and it must take the GIL.
+Measured here with one busy Python thread in the process (as the engine is): a callback lost
+8-23 % of 1500 notes and duplicated 130-150, polling lost none; and freeing a JACK client while
+a callback waits for the GIL (python-rtmidi holds it there) hung the process for good. Polling
+keeps Python off the driver's thread: rtmidi's queue (1024 messages) holds what arrives while
+the reader waits for the GIL.
 
 Which MIDI API: `api=` or else $STEERPAD_MIDI_API ("alsa", "jack", "coremidi", "winmm"); unset
 means rtmidi's default API, then JACK if the default cannot open or has no matching port (rtmidi's
@@ -14,7 +21,6 @@ default on Linux is ALSA, which fails without /dev/snd/seq instead of trying JAC
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -33,6 +39,8 @@ API_NAMES = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
              "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM}
 """The MIDI APIs by the names $STEERPAD_MIDI_API and `api=` take ("core" is accepted too)."""
 ENV_API = "STEERPAD_MIDI_API"
+READ_S = 0.001
+"""How long the reader sleeps when rtmidi's queue is empty: the added latency, ~0.5 ms on average."""
 _HINTS = {"jack": f"start the JACK server, or choose another API with ${ENV_API}",
           "alsa": f"load the ALSA sequencer (modprobe snd-seq), or choose another API with ${ENV_API}"}
 
@@ -123,8 +131,9 @@ class MidiInput:
     (messages taken from rtmidi), `ignored` (messages that gave no event), `filtered` (events
     dropped by `channels`), `handler_errors` (exceptions the handler raised, counted and kept in
     `last_error`, never fatal), `last_error` (a one-line description of the latest problem, or
-    None) and `event_time` (time.perf_counter() when the message being handled arrived; read it
-    inside the handler). rtmidi itself drops sysex, clock and active sensing: they are not counted.
+    None) and `event_time` (time.perf_counter() when the message being handled was taken from
+    rtmidi, ~READ_S after it arrived; read it inside the handler). rtmidi itself drops sysex,
+    clock and active sensing: they are not counted.
     """
 
     def __init__(self, handler: Callable[[Event], None], port: str | None = None,
@@ -149,12 +158,12 @@ class MidiInput:
         self._parser = MidiParser(cc14)
         self._mask = None if channels is None else [c in set(channels) for c in range(16)]
         self._poll_s = poll_s
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._midiin: rtmidi.MidiIn | None = None
         self._probe: rtmidi.MidiIn | None = None  # lists ports for the watcher (its own client)
         self._threads: list[threading.Thread] = []
         self._started = False
+        self._close_on_exit = False
         self.connected = False
         self.port_name: str | None = None
         self.api_name: str | None = None
@@ -185,7 +194,7 @@ class MidiInput:
         except BaseException:
             self._close()
             raise
-        self._threads.append(threading.Thread(target=self._consume, name="steerpad-midi", daemon=True))
+        self._threads.append(threading.Thread(target=self._read, name="steerpad-midi", daemon=True))
         if self._query is not None:
             self._threads.append(threading.Thread(target=self._watch, name="steerpad-midi-watch",
                                                   daemon=True))
@@ -199,35 +208,42 @@ class MidiInput:
         self._stopping.set()
         me = threading.current_thread()
         try:
-            for t in self._threads[1:]:
+            for t in self._threads:
                 if t is not me:
                     t.join()
         finally:
-            self._close()
-            self._queue.put(None)
-            if self._threads and self._threads[0] is not me:
-                self._threads[0].join()
+            if me not in self._threads:
+                self._close()
+            else:  # called from the handler: the reader closes the ports as it leaves
+                self._close_on_exit = True
 
-    def _enqueue(self, event: tuple[list[int], float], data: object = None) -> None:
-        """rtmidi's callback, on the driver's thread: enqueue and return."""
-        self._queue.put((event[0], time.perf_counter()))
-
-    def _consume(self) -> None:
-        get, feed, mask, handler = self._queue.get, self._parser.feed, self._mask, self._handler
-        while (item := get()) is not None:
-            self.received += 1
-            event = feed(item[0])
-            if event is None:
-                continue
-            if mask is not None and not mask[event.channel]:
-                self.filtered += 1
-                continue
-            self.event_time = item[1]
-            try:
-                handler(event)
-            except Exception as e:  # a handler bug must not end MIDI input
-                self.handler_errors += 1
-                self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+    def _read(self) -> None:
+        get, feed, mask, handler = self._midiin.get_message, self._parser.feed, self._mask, self._handler
+        stopping = self._stopping
+        try:
+            while not stopping.is_set():
+                got = get()
+                if got is None:
+                    time.sleep(READ_S)
+                    continue
+                self.received += 1
+                event = feed(got[0])
+                if event is None:
+                    continue
+                if mask is not None and not mask[event.channel]:
+                    self.filtered += 1
+                    continue
+                self.event_time = time.perf_counter()
+                try:
+                    handler(event)
+                except Exception as e:  # a handler bug must not end MIDI input
+                    self.handler_errors += 1
+                    self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+        finally:
+            if self._close_on_exit:
+                for t in self._threads[1:]:
+                    t.join()
+                self._close()
 
     def _clients(self, reasons: list[str]) -> Iterator[rtmidi.MidiIn]:
         """Clients of the APIs to try, in order (see the module); an auto API that cannot open is
@@ -255,7 +271,6 @@ class MidiInput:
         for midiin in self._clients(reasons):
             api_name = rtmidi.get_api_name(midiin.get_current_api())
             try:
-                midiin.set_callback(self._enqueue)
                 midiin.open_virtual_port(self._virtual)
             except (rtmidi.RtMidiError, NotImplementedError) as e:
                 reasons.append(f"{api_name} ({_reason(e)})")
@@ -288,12 +303,11 @@ class MidiInput:
     def _connect(self) -> bool:
         """(Re)open the matching port on our client; False if it is gone again."""
         midiin = self._midiin
-        midiin.close_port()  # python-rtmidi also cancels the callback here
+        midiin.close_port()
         ports = midiin.get_ports()
         i = _match(ports, self._query, prefer=self.port_name)
         if i is None:
             return False
-        midiin.set_callback(self._enqueue)
         midiin.open_port(i, name="in")
         self.port_name, self.connected = ports[i], True
         return True
@@ -312,14 +326,16 @@ class MidiInput:
                 self.last_error = f"MIDI reconnect failed: {type(e).__name__}: {e}".splitlines()[0]
 
     def _close(self) -> None:
-        """Close and free our clients (the watcher has stopped, so nothing else uses them)."""
+        """Close and free our clients, once the threads that use them have stopped."""
         clients, self._midiin, self._probe = (self._midiin, self._probe), None, None
         self.connected = False
-        for client in clients:
-            if client is not None:
-                try:
+        try:
+            for client in clients:
+                if client is not None:
                     client.close_port()
-                finally:
+        finally:
+            for client in clients:
+                if client is not None:
                     client.delete()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
@@ -16,6 +17,11 @@ from rich.text import Text
 
 LIT_S = 0.15
 """How long a pad stays lit after a hit."""
+
+
+def pad_name(pad) -> str:
+    """A short label: the kit entry's name, or the sample file's stem."""
+    return (pad.sample if pad.kind == "kit" else Path(pad.sample).stem)[:10]
 
 
 class StatusView:
@@ -32,8 +38,7 @@ class StatusView:
         cols = 4 if n <= 16 else 8
         row = []
         for p in range(n):
-            name = e.preset.pads[p].sample.split(":")[-1] if p < len(e.preset.pads) else "-"
-            name = str(name).rsplit("/", 1)[-1][:10]
+            name = pad_name(e.preset.pads[p]) if p < len(e.preset.pads) else "-"
             style = f"bold black on rgb({min(255, 80 + 2 * lit[p])},200,80)" if p in lit else "dim"
             err = "!" if e.worker.errors[p] else " "
             row.append(Text(f"{p + 1:>2} {name:<10}{err}", style=style))
@@ -65,7 +70,8 @@ class StatusView:
                      f"voices {e.mixer.active}")
         port = self.midi.port_name or "-"
         state = "[green]connected[/]" if self.midi.connected else "[yellow]waiting for the port[/]"
-        info.add_row("midi", f"{port} {state} · {self.midi.received} messages · {e.unmapped} unmapped")
+        info.add_row("midi", f"{port} {state} · {self.midi.received} messages · hits {e.played} · "
+                     f"{e.unmapped} unmapped")
         return Group(Text(f"steerpad · {e.preset.name} · Ctrl-C to stop", style="bold"), pads, knobs, info)
 
     def run(self, stop: threading.Event, deadline: float | None = None) -> None:

@@ -7,6 +7,10 @@ They play a bundle exported from random weights (the `small` VAE, a 4096/k32 SAE
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,41 +135,33 @@ def bench_live_jack(o) -> dict[str, float]:
     --quick: 5 s) seen by steerpad's stream and by a plain JACK client started beside it."""
     from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
 
-    if not ensure_jackd(RATE, PERIOD):
+    if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
-    import jack
-
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
 
     seconds = 5.0 if o.quick else 60.0
-    plain = jack.Client("steerpad-bench-plain", no_start_server=True)
-    plain_xruns = [0]
-    plain.set_xrun_callback(lambda usecs: plain_xruns.__setitem__(0, plain_xruns[0] + 1))
-    pin, pout = plain.inports.register("in"), plain.outports.register("out")
-    plain.set_process_callback(lambda frames: pout.get_array().__setitem__(slice(None), pin.get_array()))
-    plain.activate()
     latencies, late = [], 0
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = random_bundle(Path(tmp), "tiny" if o.quick else "small", 512, 16, seconds=0.1)
-            bundle = load_bundle(path)
-            preset = load_preset(bench_preset(Path(tmp), path))
-            with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
-                xruns0, plain0 = rig.stream.xruns, plain_xruns[0]
-                t_end = time.monotonic() + seconds
-                while time.monotonic() < t_end:
-                    t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
-                    if not rig.silent_before(t, threshold=1e-5):
-                        late += 1  # the last hit still sounded: no clean onset to measure
-                        continue
-                    onset = first_onset(audio[:RATE // 10], 1e-5)
-                    if onset is not None:
-                        latencies.append(onset)
-                xruns, plain_x = rig.stream.xruns - xruns0, plain_xruns[0] - plain0
-    finally:
-        plain.deactivate()
-        plain.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = random_bundle(Path(tmp), "tiny" if o.quick else "small", 512, 16, seconds=0.1)
+        bundle = load_bundle(path)
+        preset = load_preset(bench_preset(Path(tmp), path))
+        with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
+            plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
+                                      str(seconds)], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # the plain client is up
+            xruns0 = rig.stream.xruns
+            t_end = time.monotonic() + seconds - 1.0
+            while time.monotonic() < t_end:
+                t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
+                if not rig.silent_before(t, threshold=1e-5):
+                    late += 1  # the last hit still sounded: no clean onset to measure
+                    continue
+                onset = first_onset(audio[:RATE // 10], 1e-5)
+                if onset is not None:
+                    latencies.append(onset)
+            out, _ = plain.communicate(timeout=seconds + 30)
+            xruns, plain_x = rig.stream.xruns - xruns0, json.loads(out)["xruns"]
     lat = np.asarray(latencies, float)
     p50 = float(np.median(lat))
     return {"jack/trigger_p50_frames": p50, "jack/trigger_p99_frames": float(np.percentile(lat, 99)),

@@ -32,34 +32,42 @@ RATE = 48000
 PERIOD = 128
 
 
-def jack_running() -> bool:
-    return shutil.which("jack_wait") is not None and \
-        subprocess.run(["jack_wait", "-c"], capture_output=True, text=True).stdout.strip() == "running"
+def jack_running(server: str | None = None) -> bool:
+    """Whether the JACK server `server` (default: $JACK_DEFAULT_SERVER, else "default") runs."""
+    server = server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
+    return shutil.which("jack_wait") is not None and subprocess.run(
+        ["jack_wait", "-s", server, "-c"], capture_output=True, text=True).stdout.strip() == "running"
 
 
-def ensure_jackd(rate: int = RATE, period: int = PERIOD, log: Path | None = None) -> bool:
-    """Start a dummy JACK server unless one is running; False if jackd is not installed.
-    A server that was already running is left as it is (and its rate and period are used)."""
-    if jack_running():
+def ensure_jackd(rate: int = RATE, period: int = PERIOD, server: str | None = None,
+                 log: Path | None = None) -> bool:
+    """Make the JACK server `server` run, a dummy one (no sound card) started here unless it runs
+    already; False if jackd is not installed or did not start. With a name, this process (and
+    the sounddevice, rtmidi and JACK-Client clients it opens) uses that server from now on
+    ($JACK_DEFAULT_SERVER), so parallel runs on one machine never share one."""
+    if server:
+        os.environ["JACK_DEFAULT_SERVER"] = server
+    name = server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
+    if jack_running(name):
         return True
     if shutil.which("jackd") is None:
         return False
     out = open(log or os.devnull, "ab")
-    server = subprocess.Popen(["jackd", "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                              stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    server_proc = subprocess.Popen(
+        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
-                                  f"kill {server.pid} 2>/dev/null"],
+                                  f"kill {server_proc.pid} 2>/dev/null"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if server.poll() is not None:
+        if server_proc.poll() is not None:
             return False
-        if jack_running():
+        if jack_running(name):
             return True
         time.sleep(0.1)
     return False
-
 
 
 class Sender:
@@ -202,7 +210,8 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0) -> Iterator[LiveR
     try:
         engine = Engine(bundle, preset, rec.rate, rec.period)
         engine.start(wait=None)
-        midi = MidiInput(engine.handle, virtual=port, api="jack").start()
+        midi = MidiInput(None, virtual=port, api="jack").start()
+        engine.attach_midi(midi)
         stream = LiveStream(engine)
         stream.start()
         sender = Sender()
@@ -214,3 +223,33 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0) -> Iterator[LiveR
         for closing in (sender, stream, midi, rec, engine):
             if closing is not None:
                 (closing.stop if closing is midi else closing.close)()
+
+
+def plain_client(seconds: float, name: str = "steerpad-bench-plain") -> int:
+    """A plain JACK client (a one-channel pass-through) for `seconds`: the xruns it was told of.
+    Run it in a process of its own (`python -m steerpad.offline.jackrig plain SECONDS`): a Python
+    JACK xrun callback in a process that opens rtmidi ports can deadlock."""
+    import jack
+
+    client = jack.Client(name, no_start_server=True)
+    xruns = [0]
+    client.set_xrun_callback(lambda usecs: xruns.__setitem__(0, xruns[0] + 1))
+    pin, pout = client.inports.register("in"), client.outports.register("out")
+
+    def process(frames: int) -> None:
+        pout.get_array()[:] = pin.get_array()
+
+    client.set_process_callback(process)
+    with client:
+        time.sleep(seconds)
+    return xruns[0]
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "plain":
+        print(json.dumps({"xruns": plain_client(float(sys.argv[2]))}))
+    else:
+        sys.exit("usage: python -m steerpad.offline.jackrig plain SECONDS")

@@ -1,13 +1,17 @@
 """The engine: MIDI events in, steered one-shots out, one block at a time.
 
-    MIDI thread / bounce ──handle(event)──► note queue ──► process(out) (the audio callback)
+    rtmidi's queue ──drained at block start──┐
+    bounce / any thread ──handle(event)──► note queue ──► process(out) (the audio callback)
                      └── knobs ──► alpha ──► RenderWorker ──► slots (atomic swaps)
 
-`handle()` runs on the MIDI thread (or the bounce loop): a note-on captures its pad's latest
-finished render and queues it; a knob or program change updates the knob positions and hands
-the newest alpha to the render worker. `process()` is the audio callback's body: it drains the
-queue, mixes the voices and runs the master bus, with no locks, I/O, onnxruntime or allocation
-that grows with the block. The live stream and the offline bounce both drive this one class.
+Live, the audio callback drains the MIDI input itself at the start of each block (attach_midi),
+so a note-on sounds in the block that follows its arrival, with no thread hop to wait for.
+`handle()` maps an event: a note-on captures its pad's latest finished render and queues it; a
+knob or program change updates the knob positions and hands the newest alpha to the render
+worker (a short lock the worker holds only to pick its next pad). `process()` is the audio
+callback's body: it drains the queue, mixes the voices and runs the master bus, with no I/O,
+onnxruntime or allocation that grows with the block. The live stream and the offline bounce
+both drive this one class.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class Engine:
         self.load = np.zeros(LOAD_RING)
         """Callback durations in seconds, a ring; `blocks` counts how many were written."""
         self.blocks = 0
+        self.midi = None
+        """A MidiInput made with handler=None, drained at the start of every block (attach_midi)."""
         self.worker.set_alpha(self.alpha())
 
     # ------------------------------------------------------------ lifecycle
@@ -126,7 +132,7 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ------------------------------------------------------------ control (MIDI thread, bounce)
+    # ------------------------------------------------------------ control (callback, bounce)
 
     def alpha(self) -> np.ndarray:
         """The alpha vector (bundle direction order) for the current knob positions."""
@@ -159,6 +165,11 @@ class Engine:
             self.recall(snapshot)
         # NoteOff: one-shots play to their end (a choke group or a steal stops them)
 
+    def attach_midi(self, midi) -> None:
+        """Drain `midi` (a MidiInput made with handler=None) at the start of every block: a
+        note-on starts its voice in the very block that drains it."""
+        self.midi = midi
+
     def note_on(self, pad: int, velocity: int, offset: int = 0) -> None:
         audio = self.worker.slots[pad]
         if audio is None:
@@ -186,6 +197,8 @@ class Engine:
         """Fill out [frames, 2] float32 (frames <= blocksize) with the next block."""
         t0 = time.perf_counter()
         queue, mixer = self._queue, self.mixer
+        if self.midi is not None:
+            self.midi.drain(self.handle)
         while queue:
             pad, velocity, audio, offset = queue.popleft()
             mixer.note_on(pad, velocity, audio, offset)

@@ -103,12 +103,13 @@ def run(args: argparse.Namespace) -> int:
     with Engine(bundle, preset, rate, args.blocksize) as engine:
         print("rendering pads ...", flush=True)
         engine.start(wait=None)
-        midi = MidiInput(engine.handle, port=args.midi_port,
+        midi = MidiInput(None, port=args.midi_port,
                          virtual=None if args.midi_port else args.midi_port_name,
                          cc14=preset.controller.cc14, api=args.midi_api)
         stop = threading.Event()
         try:
             midi.start()
+            engine.attach_midi(midi)  # the audio callback drains it at every block's start
             with LiveStream(engine, device) as stream:
                 view = None if args.no_status else StatusView(engine, stream, midi)
                 deadline = None if args.duration is None else time.monotonic() + args.duration

@@ -6,12 +6,14 @@ the port list and reconnects when the port comes back. `stop()` sets an event bo
 check, joins them and closes the ports in `finally`.
 
 Why no rtmidi callback (python-rtmidi's examples/midifilter enqueues from one): rtmidi calls it
-on the driver's thread, which under JACK is JACK's process thread, and it must take the GIL.
-Measured here with one busy Python thread in the process (as the engine is): a callback lost
-8-23 % of 1500 notes and duplicated 130-150, polling lost none; and freeing a JACK client while
-a callback waits for the GIL (python-rtmidi holds it there) hung the process for good. Polling
-keeps Python off the driver's thread: rtmidi's queue (1024 messages) holds what arrives while
-the reader waits for the GIL.
+on the driver's thread, under JACK the process thread, and it must take the GIL there. Measured
+with one busy Python thread in the process (as the engine is), 1500 notes at 2 ms over JACK: a
+callback received 1384 and 1160, of them 127 and 150 duplicates; polling 1500 and 1493, none
+duplicated. And freeing a JACK client while a callback waits for the GIL (python-rtmidi holds
+it there) cancels that thread with the GIL's mutex held: under a 2 kHz MIDI stream stop() hung
+the process within 10 tries (with waits added, it crashed within ~110); polling: 150 clean. Polling
+keeps Python off the driver's thread; rtmidi's queue (1024 messages) holds what arrives while
+the reader waits for the GIL. It costs ~2.5 % of a core when idle.
 
 Which MIDI API: `api=` or else $STEERPAD_MIDI_API ("alsa", "jack", "coremidi", "winmm"); unset
 means rtmidi's default API, then JACK if the default cannot open or has no matching port (rtmidi's
@@ -83,19 +85,23 @@ def _client(cls: type, api_id: int) -> rtmidi.MidiIn | rtmidi.MidiOut:
 def _list_ports(cls: type, api: str | None) -> list[str]:
     api_id = resolve_api(api)
     if api_id is not None:
-        clients = [_client(cls, api_id)]
-    else:  # auto: the first API that opens and has ports
-        clients = []
-        for candidate in _candidates(None):
-            try:
-                clients.append(cls(candidate, name=CLIENT_NAME))
-            except rtmidi.RtMidiError:
-                continue
-    found: list[str] = []
-    for client in clients:
-        found = found or client.get_ports()
-        client.delete()
-    return found
+        client = _client(cls, api_id)
+        try:
+            return client.get_ports()
+        finally:
+            client.delete()
+    for candidate in _candidates(None):  # auto: the first API that opens and has ports
+        try:
+            client = cls(candidate, name=CLIENT_NAME)
+        except rtmidi.RtMidiError:
+            continue
+        try:
+            ports = client.get_ports()
+        finally:
+            client.delete()
+        if ports:
+            return ports
+    return []
 
 
 def list_input_ports(api: str | None = None) -> list[str]:
@@ -116,7 +122,9 @@ def _match(ports: Sequence[str], query: str, prefer: str | None = None) -> int |
 
 
 class MidiInput:
-    """Reads one MIDI input and calls `handler(event)` on its own thread, for every parsed event.
+    """Reads one MIDI input and calls `handler(event)` on its own thread, for every parsed event;
+    or, made with handler=None, keeps the messages in rtmidi's queue for its owner to `drain()`
+    (the audio callback does, at the start of each block: no thread hop between MIDI and audio).
 
     `port`: open the first input port whose name contains it (case-insensitive); `virtual`: open a
     virtual input port of that name for a DAW or sequencer to connect to; neither: the virtual
@@ -136,7 +144,7 @@ class MidiInput:
     clock and active sensing: they are not counted.
     """
 
-    def __init__(self, handler: Callable[[Event], None], port: str | None = None,
+    def __init__(self, handler: Callable[[Event], None] | None, port: str | None = None,
                  virtual: str | None = None, cc14: Collection[int] = (), api: str | None = None,
                  channels: Collection[int] | None = None, poll_s: float = 0.5):
         if port is not None and virtual is not None:
@@ -194,7 +202,8 @@ class MidiInput:
         except BaseException:
             self._close()
             raise
-        self._threads.append(threading.Thread(target=self._read, name="steerpad-midi", daemon=True))
+        if self._handler is not None:
+            self._threads.append(threading.Thread(target=self._read, name="steerpad-midi", daemon=True))
         if self._query is not None:
             self._threads.append(threading.Thread(target=self._watch, name="steerpad-midi-watch",
                                                   daemon=True))
@@ -217,28 +226,47 @@ class MidiInput:
             else:  # called from the handler: the reader closes the ports as it leaves
                 self._close_on_exit = True
 
+    def drain(self, handler: Callable[[Event], None], limit: int = 256) -> int:
+        """Take up to `limit` waiting messages from rtmidi and call handler(event) for each, now,
+        on this thread: for an input made with handler=None, whose owner (the audio callback)
+        drains it at the start of every block. Never blocks; returns the messages taken."""
+        midiin = self._midiin
+        if midiin is None:
+            return 0
+        get = midiin.get_message
+        n = 0
+        while n < limit:
+            got = get()
+            if got is None:
+                break
+            n += 1
+            self._deliver(got[0], handler)
+        return n
+
+    def _deliver(self, message: list[int], handler: Callable[[Event], None]) -> None:
+        self.received += 1
+        event = self._parser.feed(message)
+        if event is None:
+            return
+        if self._mask is not None and not self._mask[event.channel]:
+            self.filtered += 1
+            return
+        self.event_time = time.perf_counter()
+        try:
+            handler(event)
+        except Exception as e:  # a handler bug must not end MIDI input
+            self.handler_errors += 1
+            self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+
     def _read(self) -> None:
-        get, feed, mask, handler = self._midiin.get_message, self._parser.feed, self._mask, self._handler
-        stopping = self._stopping
+        get, handler, stopping = self._midiin.get_message, self._handler, self._stopping
         try:
             while not stopping.is_set():
                 got = get()
                 if got is None:
                     time.sleep(READ_S)
                     continue
-                self.received += 1
-                event = feed(got[0])
-                if event is None:
-                    continue
-                if mask is not None and not mask[event.channel]:
-                    self.filtered += 1
-                    continue
-                self.event_time = time.perf_counter()
-                try:
-                    handler(event)
-                except Exception as e:  # a handler bug must not end MIDI input
-                    self.handler_errors += 1
-                    self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+                self._deliver(got[0], handler)
         finally:
             if self._close_on_exit:
                 for t in self._threads[1:]:
@@ -301,16 +329,27 @@ class MidiInput:
         raise SteerpadError(f"no MIDI input port matches {self._query!r}: available: {available}")
 
     def _connect(self) -> bool:
-        """(Re)open the matching port on our client; False if it is gone again."""
+        """(Re)open the matching port on our client; False if it is gone again.
+
+        rtmidi opens a port by its index in a list it fetches again, so a port list that changes
+        in between (other programs come and go) can open the wrong port or none: check the port
+        is still at that index afterwards, and try again if not."""
         midiin = self._midiin
-        midiin.close_port()
-        ports = midiin.get_ports()
-        i = _match(ports, self._query, prefer=self.port_name)
-        if i is None:
-            return False
-        midiin.open_port(i, name="in")
-        self.port_name, self.connected = ports[i], True
-        return True
+        for _ in range(5):
+            midiin.close_port()
+            ports = midiin.get_ports()
+            i = _match(ports, self._query, prefer=self.port_name)
+            if i is None:
+                return False
+            try:
+                midiin.open_port(i, name="in")
+            except rtmidi.InvalidPortError:
+                continue
+            now = midiin.get_ports()
+            if i < len(now) and now[i] == ports[i]:
+                self.port_name, self.connected = ports[i], True
+                return True
+        raise SteerpadError(f"MIDI port {ports[i]!r} could not be opened: the port list kept changing")
 
     def _watch(self) -> None:
         while not self._stopping.wait(self._poll_s):

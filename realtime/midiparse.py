@@ -1,6 +1,7 @@
 """Raw MIDI bytes -> events.py events: the parser behind MidiInput (midi.py), with no I/O.
 
-Runs once per incoming message on the MIDI thread, so it allocates only the event it returns."""
+Runs once per incoming message (in the audio callback, when it drains the MIDI input), so it
+allocates only the event it returns."""
 
 from __future__ import annotations
 

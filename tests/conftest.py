@@ -10,7 +10,7 @@ import pytest
 
 from steerpad.offline.jackrig import ensure_jackd
 
-JACK_OK = ensure_jackd()
+JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
 
 
 @pytest.fixture(scope="session")

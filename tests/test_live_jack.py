@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from test_engine import write_preset
 
-from steerpad.offline.jackrig import first_onset, live_rig
+from steerpad.offline.jackrig import Sender, first_onset, live_rig
 from steerpad.realtime.bundle import load_bundle
+from steerpad.realtime.midi import MidiInput
 from steerpad.realtime.presets import load_preset
 
 pytestmark = pytest.mark.slow
@@ -92,3 +93,38 @@ def test_malformed_midi_is_ignored_and_play_goes_on(live):
     _, audio = live.hit(SNARE)
     assert first_onset(audio) is not None
     assert stream.callback_errors == 0 and midi.handler_errors == 0
+
+
+def test_a_lost_midi_port_returns_and_play_goes_on(live):
+    """A named controller port vanishes (cable pulled) and comes back: audio never stops and
+    the engine plays from the port again once it returns."""
+    name = "steerpad-test-usb-pad"
+    first = Sender(name)
+    midi = MidiInput(None, port=name, api="jack", poll_s=0.1).start()
+    previous = live.engine.midi
+    live.engine.attach_midi(midi)
+    try:
+        t = first.send([0x99, 36 + SNARE, 100])
+        time.sleep(0.3)
+        assert first_onset(live.recorder.audio_since(t)) is not None
+        blocks = live.engine.blocks
+        first.close()  # the cable is pulled
+        deadline = time.monotonic() + 5
+        while midi.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not midi.connected and live.engine.blocks > blocks  # audio goes on
+        second = Sender(name)  # ... and plugged back in
+        try:
+            while not midi.connected and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+            assert midi.connected and midi.reconnects == 1
+            time.sleep(0.1)
+            t = second.send([0x99, 36 + SNARE, 100])
+            time.sleep(0.3)
+            assert first_onset(live.recorder.audio_since(t)) is not None
+        finally:
+            second.close()
+    finally:
+        live.engine.attach_midi(previous)
+        midi.stop()
+    assert live.stream.callback_errors == 0

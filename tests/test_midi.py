@@ -134,15 +134,30 @@ def wait_until(predicate, timeout: float = 2.0) -> bool:
 
 def ping(out: rtmidi.MidiOut, events: list, channel: int = 15) -> NoteOff:
     """Send a note-off on `channel` until the handler sees one, and return that event (a test
-    leaves it out). A JACK connection carries MIDI only from the cycle after it is made, and on a
+    leaves it out): a JACK connection carries MIDI only from the cycle after it is made, so on a
     loaded machine a message sent at once can fall into the cycle before."""
     pong = NoteOff(channel, 0, 0)
+    seen = events.count(pong)
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
         out.send_message([0x80 | channel, 0, 0])
-        if wait_until(lambda: pong in events, 0.02):
+        if wait_until(lambda: events.count(pong) > seen, 0.02):
             return pong
     raise AssertionError("no MIDI arrived over the new connection within 3 s")
+
+
+def open_by_name(out: rtmidi.MidiOut, name: str) -> None:
+    """rtmidi opens ports by index: retry while other programs' ports come and go."""
+    for _ in range(5):
+        out.close_port()
+        i = out.get_ports().index(name)
+        try:
+            out.open_port(i)
+        except rtmidi.InvalidPortError:
+            continue
+        if out.get_ports()[i:i + 1] == [name]:
+            return
+    raise AssertionError(f"could not open {name!r}")
 
 
 @pytest.fixture
@@ -227,8 +242,7 @@ def test_virtual_port_channel_filter_and_handler_errors(jack_server):
         with MidiInput(handler, virtual=name, api="jack", channels={9}) as midi:
             assert (midi.connected, midi.port_name) == (True, name)
             (mine,) = [p for p in list_output_ports("jack") if p.endswith(f":{name}")]
-            ports = source.get_ports()
-            source.open_port(ports.index(mine))
+            open_by_name(source, mine)
             pong = ping(source, events, channel=9)
             for message in ([0x90, 36, 90], [0x99, 13, 1], [0x99, 36, 90], [0x89, 36, 0]):
                 source.send_message(message)
@@ -239,6 +253,23 @@ def test_virtual_port_channel_filter_and_handler_errors(jack_server):
         assert mine not in list_output_ports("jack")  # the port was closed
     finally:
         source.delete()
+
+
+def test_stop_from_the_handler(sender):
+    out = sender(f"sp-stop-{PID}", "pads")
+    events = []
+
+    def handler(event):
+        events.append(event)
+        if event == NoteOn(0, 99, 1):
+            midi.stop()
+
+    midi = MidiInput(handler, port=f"sp-stop-{PID}:pads", api="jack", poll_s=0.05).start()
+    ping(out, events)
+    out.send_message([0x90, 99, 1])
+    assert wait_until(lambda: not midi.connected), "stop() from the handler did not close the input"
+    assert wait_until(lambda: not any(t.is_alive() for t in midi._threads)), "a MIDI thread is left running"
+    midi.stop()  # and again from outside
 
 
 def test_default_is_a_virtual_steerpad_port(jack_server):
@@ -264,6 +295,7 @@ def test_devices_lists_jack_audio_and_midi_ports(sender, capsys, monkeypatch):
     assert cli_main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "JACK Audio Connection Kit" in out and "system" in out
+    assert "in out" in out  # JACK's "system" is the default input and output
     assert f"sp-dev-{PID}:ctl" in out
 
 

@@ -7,8 +7,10 @@ They play a bundle exported from random weights (the `small` VAE, a 4096/k32 SAE
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +25,9 @@ N_PADS = 16
 DIRECTIONS = ("brighter", "boomier", "punchier", "louder", "higher")
 
 
-def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k: int = 32,
-                  seconds: float = 1.0) -> Path:
-    """Export a playable bundle with random weights and N_PADS kit entries of `seconds` each."""
+def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k: int = 32) -> Path:
+    """Export a playable bundle with random weights and 2 x N_PADS kit entries: `long1..16` of
+    1 s and `short1..16` of 0.1 s (0.1 s rounds up to one latent frame, 2048 samples)."""
     from safetensors.torch import save_file
 
     from steerpad.offline.export import export_bundle, load_steering
@@ -46,37 +48,43 @@ def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k
         tensors[f"probe.{name}.bias"] = torch.zeros(4)
         tensors[f"probe.{name}.edges"] = torch.linspace(0, 1, 5)
     save_file(tensors, str(steering_dir / "directions.safetensors"))
-    import json
-
     (steering_dir / "directions.json").write_text(json.dumps({
         "directions": [{"name": n, "descriptor": n, "unit": "", "alpha_min": -2.0, "alpha_max": 2.0,
                         "polarity": 1} for n in DIRECTIONS],
         "probes": {n: {"binning": "quantile", "n_bins": 4} for n in DIRECTIONS},
         "descriptors": {n: {"unit": "", "mean": 0.0, "std": 1.0} for n in DIRECTIONS}}))
-    frames = -(-int(seconds * cfg.sample_rate) // cfg.hop)
-    kit = [{"name": f"pad{i + 1}", "label": f"pad {i + 1}",
-            "latents": torch.randn(cfg.latent_dim, frames, generator=g).numpy()} for i in range(N_PADS)]
+    kit = []
+    for kind, seconds in (("long", 1.0), ("short", 0.1)):
+        frames = -(-int(seconds * cfg.sample_rate) // cfg.hop)
+        kit += [{"name": f"{kind}{i + 1}", "label": f"{kind} {i + 1}",
+                 "latents": torch.randn(cfg.latent_dim, frames, generator=g).numpy()} for i in range(N_PADS)]
     return export_bundle(folder / "bundle", vae, sae, load_steering(steering_dir), metrics={},
                          provenance={"data": "random weights (benchmark)"}, kit=kit)
 
 
-def bench_preset(folder: Path, bundle_path: Path) -> Path:
-    lines = ['name = "bench"', 'controller = "generic"', ""]
-    for i in range(N_PADS):
-        lines += ["[[pads]]", f'sample = "kit:pad{i + 1}"', ""]
-    for name in DIRECTIONS:
-        lines += ["[[knobs]]", f'direction = "{name}"', ""]
-    path = folder / "bench.toml"
-    path.write_text("\n".join(lines))
-    return path
+_BUNDLES: dict[bool, Path] = {}
 
 
-def _setup(tmp: Path, quick: bool) -> tuple[Any, Any]:
+def _setup(quick: bool, kind: str = "long") -> tuple[Any, Any]:
+    """The benchmark bundle (exported once per process) and a preset playing its `kind` kit
+    entries on the generic controller's 16 pads, with a knob per direction."""
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
 
-    path = random_bundle(tmp, "tiny" if quick else "small", 512 if quick else 4096, 16 if quick else 32)
-    return load_bundle(path), load_preset(bench_preset(tmp, path))
+    if quick not in _BUNDLES:
+        folder = Path(tempfile.mkdtemp(prefix="steerpad-bench-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _BUNDLES[quick] = random_bundle(folder, "tiny" if quick else "small", 512 if quick else 4096,
+                                        16 if quick else 32)
+    path = _BUNDLES[quick]
+    lines = ['name = "bench"', 'controller = "generic"', ""]
+    for i in range(N_PADS):
+        lines += ["[[pads]]", f'sample = "kit:{kind}{i + 1}"', ""]
+    for name in DIRECTIONS:
+        lines += ["[[knobs]]", f'direction = "{name}"', ""]
+    preset = path.parent / f"{kind}.toml"
+    preset.write_text("\n".join(lines))
+    return load_bundle(path), load_preset(preset)
 
 
 def bench_live_render(o) -> dict[str, float]:
@@ -85,18 +93,17 @@ def bench_live_render(o) -> dict[str, float]:
     from steerpad.realtime.engine import Engine
 
     repeats = 3 if o.quick else 20
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle, preset = _setup(Path(tmp), o.quick)
-        with Engine(bundle, preset, 48000, 128, master=False) as engine:
-            engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
-            engine.start(wait=None)
-            lat, compute = [], []
-            for i in range(repeats):
-                engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
-                engine.worker.wait_fresh()
-                lat.append(engine.worker.latency_ms[0])
-                compute.append(engine.worker.stats.last_ms)
-            seconds = engine.worker.slots[0].shape[0] / 48000
+    bundle, preset = _setup(o.quick)
+    with Engine(bundle, preset, 48000, 128, master=False) as engine:
+        engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
+        engine.start(wait=None)
+        lat, compute = [], []
+        for i in range(repeats):
+            engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
+            engine.worker.wait_fresh()
+            lat.append(engine.worker.latency_ms[0])
+            compute.append(engine.worker.stats.last_ms)
+        seconds = engine.worker.slots[0].shape[0] / 48000
     return {"render/knob_to_fresh_p50_ms": float(np.median(lat)),
             "render/knob_to_fresh_p90_ms": float(np.percentile(lat, 90)),
             "render/compute_p50_ms": float(np.median(compute)), "render/one_shot_s": seconds,
@@ -110,19 +117,18 @@ def bench_live_callback(o) -> dict[str, float]:
     from steerpad.realtime.events import NoteOn
 
     blocks = 300 if o.quick else 5000
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle, preset = _setup(Path(tmp), o.quick)
-        with Engine(bundle, preset, 48000, 128) as engine:
-            engine.start(wait=None)
-            out = np.zeros((128, 2), np.float32)
-            voices = []
-            for _ in range(blocks):
-                if engine.mixer.active < 16:
-                    for p in range(16 - engine.mixer.active):
-                        engine.handle(NoteOn(9, 36 + p, 100))
-                engine.process(out)
-                voices.append(engine.mixer.active)
-            stats = engine.load_stats()
+    bundle, preset = _setup(o.quick)
+    with Engine(bundle, preset, 48000, 128) as engine:
+        engine.start(wait=None)
+        out = np.zeros((128, 2), np.float32)
+        voices = []
+        for _ in range(blocks):
+            if engine.mixer.active < 16:
+                for p in range(16 - engine.mixer.active):
+                    engine.handle(NoteOn(9, 36 + p, 100))
+            engine.process(out)
+            voices.append(engine.mixer.active)
+        stats = engine.load_stats()
     return {"callback/p50_ms": stats["p50_ms"], "callback/p99_ms": stats["p99_ms"],
             "callback/max_ms": stats["max_ms"], "callback/p99_load": stats["p99_load"],
             "callback/block_ms": 128 / 48000 * 1e3, "callback/mean_voices": float(np.mean(voices))}
@@ -137,31 +143,25 @@ def bench_live_jack(o) -> dict[str, float]:
 
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
-    from steerpad.realtime.bundle import load_bundle
-    from steerpad.realtime.presets import load_preset
-
     seconds = 5.0 if o.quick else 60.0
     latencies, late = [], 0
-    with tempfile.TemporaryDirectory() as tmp:
-        path = random_bundle(Path(tmp), "tiny" if o.quick else "small", 512, 16, seconds=0.1)
-        bundle = load_bundle(path)
-        preset = load_preset(bench_preset(Path(tmp), path))
-        with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
-            plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
-                                      str(seconds)], stdout=subprocess.PIPE, text=True)
-            time.sleep(0.5)  # the plain client is up
-            xruns0 = rig.stream.xruns
-            t_end = time.monotonic() + seconds - 1.0
-            while time.monotonic() < t_end:
-                t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
-                if not rig.silent_before(t, threshold=1e-5):
-                    late += 1  # the last hit still sounded: no clean onset to measure
-                    continue
-                onset = first_onset(audio[:RATE // 10], 1e-5)
-                if onset is not None:
-                    latencies.append(onset)
-            out, _ = plain.communicate(timeout=seconds + 30)
-            xruns, plain_x = rig.stream.xruns - xruns0, json.loads(out)["xruns"]
+    bundle, preset = _setup(o.quick, "short")
+    with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
+        plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
+                                  str(seconds)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # the plain client is up
+        xruns0 = rig.stream.xruns
+        t_end = time.monotonic() + seconds - 1.0
+        while time.monotonic() < t_end:
+            t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
+            if not rig.silent_before(t, threshold=1e-5):
+                late += 1  # the last hit still sounded: no clean onset to measure
+                continue
+            onset = first_onset(audio[:RATE // 10], 1e-5)
+            if onset is not None:
+                latencies.append(onset)
+        out, _ = plain.communicate(timeout=seconds + 30)
+        xruns, plain_x = rig.stream.xruns - xruns0, json.loads(out)["xruns"]
     lat = np.asarray(latencies, float)
     p50 = float(np.median(lat))
     return {"jack/trigger_p50_frames": p50, "jack/trigger_p99_frames": float(np.percentile(lat, 99)),

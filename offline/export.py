@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from steerpad.offline.oobleck import OobleckVAE
 from steerpad.offline.sae import TopKSAE
-from steerpad.offline.steering import SteerModule
+from steerpad.offline.steering import CodesModule, SteerModule
 from steerpad.realtime.bundle import (
     KIT_NAME,
     MODELS,
@@ -53,7 +53,7 @@ CHECK_BATCH, CHECK_FRAMES = 3, 3
 TOLERANCE = 1e-4
 """Max |onnxruntime - torch| allowed, relative to max(1, max |torch output|)."""
 IO = {"encoder": ("audio", "latents"), "decoder": ("latents", "audio"),
-      "steer": (("latents", "alpha"), "steered")}
+      "steer": (("latents", "alpha"), "steered"), "codes": ("latents", ("values", "indices"))}
 
 
 def load_steering(folder: str | Path) -> dict[str, Any]:
@@ -139,6 +139,11 @@ def _prepared(vae: OobleckVAE, sae: TopKSAE, directions: Tensor
     return vae, sae, torch.as_tensor(directions).detach().float().cpu()
 
 
+def _modules(vae: OobleckVAE, sae: TopKSAE, directions: Tensor) -> dict[str, nn.Module]:
+    return {"encoder": _Encode(vae).eval(), "decoder": vae.decoder.eval(),
+            "steer": SteerModule(sae, directions).eval(), "codes": CodesModule(sae).eval()}
+
+
 def _device(module: nn.Module) -> str:
     return next(module.parameters()).device.type
 
@@ -164,7 +169,7 @@ def _examples(vae: OobleckVAE, k: int) -> dict[str, tuple[Tensor, ...]]:
     c, d, hop = vae.config.audio_channels, vae.config.latent_dim, vae.config.hop
     z = torch.randn(TRACE_BATCH, d, TRACE_FRAMES, generator=g)
     return {"encoder": (0.1 * torch.randn(TRACE_BATCH, c, TRACE_FRAMES * hop, generator=g),),
-            "decoder": (z,), "steer": (z, torch.zeros(k))}
+            "decoder": (z,), "steer": (z, torch.zeros(k)), "codes": (z,)}
 
 
 def export_onnx(vae: OobleckVAE, sae: TopKSAE, directions: Tensor, out_dir: str | Path,
@@ -174,11 +179,11 @@ def export_onnx(vae: OobleckVAE, sae: TopKSAE, directions: Tensor, out_dir: str 
     vae, sae, directions = _prepared(vae, sae, directions)
     out_dir = Path(out_dir)
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=1)
-    modules = {"encoder": _Encode(vae).eval(), "decoder": vae.decoder.eval(),
-               "steer": SteerModule(sae, directions).eval()}
+    modules = _modules(vae, sae, directions)
     dynamic = {"encoder": {"audio": {0: batch, 2: frames * vae.config.hop}},
                "decoder": {"z": {0: batch, 2: frames}},
-               "steer": {"latents": {0: batch, 2: frames}, "alpha": None}}
+               "steer": {"latents": {0: batch, 2: frames}, "alpha": None},
+               "codes": {"latents": {0: batch, 2: frames}}}
     examples, paths = _examples(vae, directions.shape[0]), {}
     for name in models:
         module, (inputs, output) = modules[name], IO[name]
@@ -187,16 +192,15 @@ def export_onnx(vae: OobleckVAE, sae: TopKSAE, directions: Tensor, out_dir: str 
             torch.onnx.export(module, examples[name], str(paths[name]), dynamo=True, verbose=False,
                               opset_version=opset, external_data=False, dynamic_shapes=dynamic[name],
                               input_names=[inputs] if isinstance(inputs, str) else list(inputs),
-                              output_names=[output])
+                              output_names=[output] if isinstance(output, str) else list(output))
     return paths
 
 
 def export_torchscript(vae: OobleckVAE, sae: TopKSAE, directions: Tensor,
                        out_dir: str | Path) -> dict[str, Path]:
-    """Write encoder.pt, decoder.pt and steer.pt (torch.jit.trace, any batch and length)."""
+    """Write encoder.pt, decoder.pt, steer.pt and codes.pt (torch.jit.trace, any batch and length)."""
     vae, sae, directions = _prepared(vae, sae, directions)
-    modules = {"encoder": _Encode(vae).eval(), "decoder": vae.decoder.eval(),
-               "steer": SteerModule(sae, directions).eval()}
+    modules = _modules(vae, sae, directions)
     examples, paths = _examples(vae, directions.shape[0]), {}
     for name, module in modules.items():
         paths[name] = Path(out_dir) / f"{name}.pt"
@@ -274,7 +278,9 @@ def _manifest(folder: Path, vae: OobleckVAE, sae: TopKSAE, steering: dict, entri
     for name in MODELS:
         inputs, output = IO[name]
         onnx[name] = {"file": f"{name}.onnx", ("input" if isinstance(inputs, str) else "inputs"):
-                      inputs if isinstance(inputs, str) else list(inputs), "output": output}
+                      inputs if isinstance(inputs, str) else list(inputs),
+                      ("output" if isinstance(output, str) else "outputs"):
+                      output if isinstance(output, str) else list(output)}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -307,7 +313,7 @@ def check_bundle(folder: str | Path, vae: OobleckVAE, sae: TopKSAE, directions: 
     folder = Path(folder)
     bundle = load_bundle(folder, providers=["CPUExecutionProvider"])
     vae, sae, directions = _prepared(vae, sae, directions)
-    steer = SteerModule(sae, directions).eval()
+    steer, codes = SteerModule(sae, directions).eval(), CodesModule(sae).eval()
     g = torch.Generator().manual_seed(1)
     audio = 0.1 * torch.randn(batch, vae.config.audio_channels, frames * vae.config.hop, generator=g)
     z = sae.mean[:, None] + sae.std[:, None] * torch.randn(batch, vae.config.latent_dim, frames, generator=g)
@@ -315,13 +321,17 @@ def check_bundle(folder: str | Path, vae: OobleckVAE, sae: TopKSAE, directions: 
     hi = torch.tensor([d.alpha_max for d in bundle.directions])
     alpha = lo + (hi - lo) * torch.rand(len(lo), generator=g)
     with torch.no_grad():
-        want = {"encoder": vae.encode(audio), "decoder": vae.decode(z), "steer": steer(z, alpha)}
-    inputs = {"encoder": (audio,), "decoder": (z,), "steer": (z, alpha)}
+        want = {"encoder": vae.encode(audio), "decoder": vae.decode(z), "steer": steer(z, alpha),
+                "codes": _dense(*codes(z), sae.config.n_features)}
+    inputs = {"encoder": (audio,), "decoder": (z,), "steer": (z, alpha), "codes": (z,)}
+    code_values, code_indices = map(torch.as_tensor, bundle.codes(z.numpy()))
     got = {"encoder.onnx": bundle.encode(audio.numpy()), "decoder.onnx": bundle.decode(z.numpy()),
-           "steer.onnx": bundle.steer(z.numpy(), alpha.numpy())}
+           "steer.onnx": bundle.steer(z.numpy(), alpha.numpy()),
+           "codes.onnx": _dense(code_values, code_indices, sae.config.n_features).numpy()}
     with _quiet(), torch.no_grad():
         for name in MODELS:
-            got[f"{name}.pt"] = torch.jit.load(str(folder / f"{name}.pt"))(*inputs[name]).numpy()
+            out = torch.jit.load(str(folder / f"{name}.pt"))(*inputs[name])
+            got[f"{name}.pt"] = (_dense(*out, sae.config.n_features) if name == "codes" else out).numpy()
     errors = {}
     for file, value in got.items():
         ref = want[file.split(".")[0]].numpy()
@@ -336,6 +346,12 @@ def check_bundle(folder: str | Path, vae: OobleckVAE, sae: TopKSAE, directions: 
         errors[file] = err
     return {"max_abs_error": errors, "tolerance": TOLERANCE, "batch": batch, "frames": frames,
             "torch": torch.__version__, "onnxruntime": _version("onnxruntime")}
+
+
+def _dense(values: Tensor, indices: Tensor, n_features: int) -> Tensor:
+    """Sparse codes [B, N, J] -> dense [B, N, F] (how two codes compare, whatever their order)."""
+    out = torch.zeros(*values.shape[:2], n_features, dtype=values.dtype)
+    return out.scatter_(2, indices.long(), values)
 
 
 def _check_target(out: Path, force: bool) -> None:

@@ -14,6 +14,7 @@ layout (channels first, N frames) and alpha [K] -> steered latents [B, D, N].
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from steerpad.offline.sae import TopKSAE, rmsnorm
@@ -47,3 +48,24 @@ class SteerModule(nn.Module):
         z = latents.transpose(1, 2).reshape(b * n, d)
         out = steer(self.sae, z, self.directions, alpha)
         return out.reshape(b, n, d).transpose(1, 2)
+
+
+class CodesModule(nn.Module):
+    """The SAE code of channels-first latents, sparse: latents [B, D, N] -> values [B, N, J] and
+    feature indices [B, N, J] (J = k + the level pair), as probes.sae_codes computes them. The
+    realtime side reads it to show what is sounding (probe read-out, strongest features)."""
+
+    def __init__(self, sae: TopKSAE):
+        super().__init__()
+        self.sae = sae.eval()
+
+    def forward(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        b, d, n = latents.shape
+        z = latents.transpose(1, 2).reshape(b * n, d)
+        values, idx, gain, _ = self.sae.encode_sparse(self.sae.standardize(z))
+        r = self.sae.config.reserved
+        if r:  # the level pair: features 0 and 1 at level * gain
+            values = torch.cat([(self.sae.level.abs() * gain).expand(-1, r), values], 1)
+            idx = torch.cat([torch.arange(r, device=idx.device).expand(idx.shape[0], r), idx], 1)
+        j = values.shape[1]
+        return values.reshape(b, n, j), idx.reshape(b, n, j)

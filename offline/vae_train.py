@@ -76,6 +76,10 @@ class VAETrainConfig:
     """Weight of the multi-resolution STFT loss (spectral convergence + log magnitude)."""
     fft_sizes: tuple[int, ...] = FFT_SIZES
     """STFT resolutions (window = FFT size, hop = FFT size / 4)."""
+    stft_log_weight: float = 1.0
+    """Weight of the log-magnitude L1 inside the STFT loss, against spectral convergence's 1."""
+    stft_log_eps: float = 1e-8
+    """Power floor of the STFT loss' log magnitude (magnitude floor = its square root)."""
     stereo: Literal["mid_side", "per_channel", "mono"] = "mid_side"
     """Which signals the STFT loss compares for 2-channel audio."""
     wave_weight: float = 1.0
@@ -111,9 +115,11 @@ class VAETrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "grad_clip", "stft_weight", "wave_weight",
-                     "envelope_weight", "kl_weight"):
+                     "envelope_weight", "kl_weight", "stft_log_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.stft_log_eps > 0:
+            raise ValueError(f"stft_log_eps must be > 0, got {self.stft_log_eps}")
         if self.lr == 0:
             raise ValueError("lr must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -171,7 +177,8 @@ class VAELoss(torch.nn.Module):
     def __init__(self, cfg: VAETrainConfig):
         super().__init__()
         self.cfg = cfg
-        self.stft = MultiResolutionSTFTLoss(cfg.fft_sizes, cfg.stereo)
+        self.stft = MultiResolutionSTFTLoss(cfg.fft_sizes, cfg.stereo, eps=cfg.stft_log_eps,
+                                            log_weight=cfg.stft_log_weight)
 
     def forward(self, audio: torch.Tensor, kl: torch.Tensor,
                 x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -285,6 +292,8 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         init = sample_crops(train_audio, train_sounding, INIT_CROPS, crop, config.onset_prob, rng)
         model.data_init_(torch.from_numpy(init).to(device))
     loss_fn = VAELoss(config).to(device)
+    # validation reports the standard distance whatever the training loss' balance
+    val_stft = MultiResolutionSTFTLoss(config.fft_sizes, config.stereo).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                             weight_decay=config.weight_decay)
     history: History = {}
@@ -308,7 +317,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
 
     def validate(step: int) -> None:
         if len(val_audio) and not any(s == step for s, _ in history.get("stft/val", [])):
-            log(step, evaluate(model, val_audio, loss_fn.stft))
+            log(step, evaluate(model, val_audio, val_stft))
 
     model.train()
     bar = _tqdm(total=config.steps, initial=start, desc="train vae", unit="step",
@@ -426,6 +435,7 @@ _OPTIONS = (
     ("steps", int, "total optimizer steps"), ("batch", int, "crops per step"),
     ("crop-frames", int, "crop length in VAE latent frames"), ("lr", float, "learning rate"),
     ("stft-weight", float, "multi-resolution STFT loss weight"),
+    ("stft-log-weight", float, "weight of the log magnitude inside the STFT loss"),
     ("wave-weight", float, "pre-emphasised waveform L1 weight"),
     ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
     ("onset-prob", float, "share of crops starting at the onset"),

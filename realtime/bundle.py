@@ -5,8 +5,9 @@
       encoder.onnx         audio [B, C, T]              -> latents [B, D, T / hop]
       decoder.onnx         latents [B, D, N]            -> audio [B, C, N * hop]
       steer.onnx           latents [B, D, N], alpha [K] -> steered [B, D, N]
+      codes.onnx           latents [B, D, N] -> SAE code values, indices [B, N, k + 2]
       encoder.pt ...       the same as TorchScript (offline use; never read here)
-      probes.safetensors   the descriptor probes (offline use; hashed, never read here)
+      probes.safetensors   the descriptor probes (realtime/probes.py reads them for the visualizer)
       kit/<name>.npy       pad latents [D, N] float32
 
 `load_bundle(path)` checks everything it can before any audio is made (schema, field types,
@@ -31,7 +32,7 @@ from steerpad.realtime.errors import SteerpadError
 
 SCHEMA = "steerpad-bundle"
 SCHEMA_VERSION = 1
-MODELS = ("encoder", "decoder", "steer")
+MODELS = ("encoder", "decoder", "steer", "codes")
 KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Kit entry names double as file names (kit/<name>.npy)."""
 
@@ -150,6 +151,14 @@ class Bundle:
                              f"{len(self.directions)} directions")
         latents_name, alpha_name = self._io["steer"]["inputs"]
         return self._run("steer", {latents_name: z, alpha_name: a})
+
+    def codes(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latents [D, N] or [B, D, N] -> their SAE codes, sparse: values [B, N, J] float32 and
+        feature indices [B, N, J] int64 (J = k + 2 with the level pair, features 0 and 1)."""
+        z = _batched(latents, self.latent_dim, "latents", "D")
+        io = self._io["codes"]
+        values, indices = self._sessions["codes"].run(io["outputs"], {io["input"]: z})
+        return values, indices
 
     def render(self, latents: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """Steer, then decode: latents [D, N] or [B, D, N], alpha [K] -> audio [B, C, N * hop]."""
@@ -274,9 +283,14 @@ class _Checker:
             self.get(m, key, "dict")
         for model in MODELS:
             self.get(m, f"onnx.{model}.file", "str")
+        for model in ("encoder", "decoder", "steer"):
             self.get(m, f"onnx.{model}.output", "str")
-        for model in ("encoder", "decoder"):
+        for model in ("encoder", "decoder", "codes"):
             self.get(m, f"onnx.{model}.input", "str")
+        outputs = self.get(m, "onnx.codes.outputs", "list")
+        if len(outputs) != 2 or not all(isinstance(s, str) and s for s in outputs):
+            raise self.fail(f"manifest.json onnx.codes.outputs must name 2 outputs (values, indices), "
+                            f"got {_short(outputs)}")
         inputs = self.get(m, "onnx.steer.inputs", "list")
         if len(inputs) != 2 or not all(isinstance(s, str) and s for s in inputs):
             raise self.fail(f"manifest.json onnx.steer.inputs must name 2 inputs (latents, alpha), "
@@ -331,7 +345,7 @@ class _Checker:
         return kit
 
     def models(self, m: dict, sessions: dict[str, Any], k: int) -> None:
-        c, d = m["audio"]["channels"], m["latent"]["dim"]
+        c, d, k_sae = m["audio"]["channels"], m["latent"]["dim"], m["sae"]["k"]
         io = m["onnx"]
         self._shape(io["encoder"]["file"], sessions["encoder"].get_inputs(), [io["encoder"]["input"]],
                     [[None, ("audio.channels", c), None]])
@@ -345,6 +359,11 @@ class _Checker:
                     [[None, ("latent.dim", d), None], [("directions (count)", k)]])
         self._shape(io["steer"]["file"], sessions["steer"].get_outputs(), [io["steer"]["output"]],
                     [[None, ("latent.dim", d), None]])
+        j = ("sae.k (+ 2 for the level pair)", k_sae + (2 if m["sae"].get("level_pair", True) else 0))
+        self._shape(io["codes"]["file"], sessions["codes"].get_inputs(), [io["codes"]["input"]],
+                    [[None, ("latent.dim", d), None]])
+        self._shape(io["codes"]["file"], sessions["codes"].get_outputs(), io["codes"]["outputs"],
+                    [[None, None, j], [None, None, j]])
 
     def _shape(self, file: str, args: list, names: list[str], shapes: list[list]) -> None:
         """ONNX inputs/outputs `args` must be named `names`, with ranks and fixed sizes as in

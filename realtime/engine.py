@@ -31,8 +31,13 @@ from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
 from steerpad.realtime.masterbus import MasterBus
 from steerpad.realtime.presets import Preset, check_preset
 from steerpad.realtime.renderer import RenderWorker
+from steerpad.realtime.ring import AudioRing
 from steerpad.realtime.voices import VoiceMixer
 
+OUT_RING_S = 2
+"""Seconds of output kept for the visualizer feed."""
+IN_RING_S = 20
+"""Seconds of live input kept for capture (a one-shot plus its pre-roll fits many times)."""
 QUEUE = 1024
 """Note-ons waiting for the next block; more than this in one block are dropped (and counted)."""
 LOAD_RING = 4096
@@ -80,7 +85,7 @@ class Engine:
     """Plays `preset` with `bundle` at `sample_rate`, `blocksize` frames per block, stereo out."""
 
     def __init__(self, bundle: Bundle, preset: Preset, sample_rate: int, blocksize: int,
-                 master: bool = True):
+                 master: bool = True, input_channels: int = 0):
         check_preset(preset, bundle.direction_names(), [e.name for e in bundle.kit])
         self.bundle, self.preset = bundle, preset
         self.sample_rate, self.blocksize = int(sample_rate), int(blocksize)
@@ -111,6 +116,15 @@ class Engine:
         self.blocks = 0
         self.midi = None
         """A MidiInput made with handler=None, drained at the start of every block (attach_midi)."""
+        self.out_ring = AudioRing(OUT_RING_S * self.sample_rate, 2)
+        """Every output block, for the visualizer feed (read off the audio thread)."""
+        self.input_channels = int(input_channels)
+        self.in_ring = AudioRing(IN_RING_S * self.sample_rate, max(1, self.input_channels))
+        """Every input block (full duplex), for capture (read off the audio thread)."""
+        self.monitor = False
+        """Mix the live input into the output (before the master bus)."""
+        self.capture = None
+        """A Capture (capture.py) or None: sees every event first, to catch its arm presses."""
         self.worker.set_alpha(self.alpha())
 
     # ------------------------------------------------------------ lifecycle
@@ -144,6 +158,8 @@ class Engine:
 
     def handle(self, event: Event, offset: int = 0) -> None:
         """Apply one MIDI event. A note-on sounds at `offset` frames into the next block."""
+        if self.capture is not None and self.capture.on_event(event):
+            return  # an arm press
         if isinstance(event, NoteOn):
             pad = self.controller.pad_for(event)
             if pad is None:
@@ -193,8 +209,9 @@ class Engine:
 
     # ------------------------------------------------------------ the audio callback
 
-    def process(self, out: np.ndarray) -> None:
-        """Fill out [frames, 2] float32 (frames <= blocksize) with the next block."""
+    def process(self, out: np.ndarray, inp: np.ndarray | None = None) -> None:
+        """Fill out [frames, 2] float32 (frames <= blocksize) with the next block; `inp`
+        [frames, input_channels] is the live input of the same block (full duplex), or None."""
         t0 = time.perf_counter()
         queue, mixer = self._queue, self.mixer
         if self.midi is not None:
@@ -206,10 +223,20 @@ class Engine:
             self.hits.append(Hit(pad, velocity, t0))
             self.played += 1
         mixer.mix(out)
+        if inp is not None:
+            self.in_ring.write(inp)
+            if self.monitor:
+                out += inp[:, :2] if inp.shape[1] >= 2 else inp[:, :1]  # mono input: both sides
         if self.master is not None:
             self.master.process(out)
+        self.out_ring.write(out)
         self.load[self.blocks % LOAD_RING] = time.perf_counter() - t0
         self.blocks += 1
+
+    def sounding(self) -> list[tuple[int, float]]:
+        """(pad, seconds since that voice started) for every sounding voice; for displays and
+        the visualizer feed, from any thread (a snapshot without locks)."""
+        return [(pad, pos / self.sample_rate) for pad, pos in self.mixer.sounding()]
 
     def load_stats(self) -> dict[str, float]:
         """Callback time p50 / p99 / max in ms and as a share of the block period."""

@@ -22,6 +22,37 @@ import soxr
 
 from steerpad.realtime.bundle import Bundle
 
+TOP_FEATURES = 8
+"""How many of the strongest SAE features PadAnalysis keeps per latent frame."""
+
+
+@dataclass(frozen=True)
+class PadAnalysis:
+    """What a pad's current render is made of, per latent frame (for the visualizer feed):
+    computed by the worker with each render, from the steered latents' SAE code."""
+
+    probe: dict[str, np.ndarray]
+    """Descriptor -> predicted bin per frame, normalised 0-1 ([N] float32)."""
+    top_index: np.ndarray
+    """[N, TOP_FEATURES] int: the strongest dictionary features per frame (level pair left out)."""
+    top_value: np.ndarray
+    """[N, TOP_FEATURES] float32: their values in the code (after RMSNorm)."""
+    frame_s: float
+    """Seconds per latent frame (hop / bundle sample rate)."""
+
+
+def analyse(bundle: Bundle, probes, steered: np.ndarray) -> PadAnalysis:
+    """PadAnalysis of steered latents [1, D, N] (probes: a ProbeReader, or None)."""
+    values, indices = bundle.codes(steered)
+    values, indices = values[0], indices[0]
+    probe = probes.predict(values, indices) if probes is not None else {}  # trained with the pair
+    if bundle.manifest["sae"].get("level_pair", True):
+        values, indices = values[:, 2:], indices[:, 2:]
+    order = np.argsort(-values, axis=1, kind="stable")[:, :TOP_FEATURES]
+    return PadAnalysis(probe=probe, top_index=np.take_along_axis(indices, order, 1),
+                       top_value=np.take_along_axis(values, order, 1).astype(np.float32),
+                       frame_s=bundle.hop / bundle.sample_rate)
+
 
 @dataclass
 class RenderStats:
@@ -43,8 +74,15 @@ class RenderWorker:
     `set_alpha()` from any thread whenever the knobs move; read `slots[p]` from any thread.
     """
 
-    def __init__(self, bundle: Bundle, sources: list[np.ndarray | None], out_rate: int):
+    def __init__(self, bundle: Bundle, sources: list[np.ndarray | None], out_rate: int,
+                 analyse: bool = True):
         self.bundle = bundle
+        self.probes = None
+        if analyse:
+            from steerpad.realtime.probes import ProbeReader
+
+            self.probes = ProbeReader(bundle)
+        self.analyse = analyse
         self.out_rate = int(out_rate)
         self.sources = list(sources)
         n = len(self.sources)
@@ -52,8 +90,13 @@ class RenderWorker:
         """Latest finished render per pad, [T, 2] float32 at out_rate (replaced, never mutated)."""
         self.latency_ms: list[float] = [float("nan")] * n
         """Per pad: knob move -> fresh render published, ms, for its last render."""
+        self.analysis: list[PadAnalysis | None] = [None] * n
+        """Per pad: what its current render is made of (PadAnalysis), replaced with each render;
+        None before the first render or when the worker does not analyse."""
         self.errors: list[str] = [""] * n
         """Per pad: the last render error ('' when its last render worked)."""
+        self.rendered: list[tuple[np.ndarray, float] | None] = [None] * n
+        """Per pad: (the source latents its slot was rendered from, when it was published)."""
         self.stats = RenderStats()
         self.history: deque[tuple[int, float, float]] = deque(maxlen=512)
         """(pad, compute ms, latency ms) of recent renders."""
@@ -149,7 +192,7 @@ class RenderWorker:
                 latents = self.sources[pad]
             t0 = time.perf_counter()
             try:
-                audio = self.render(latents, alpha)
+                audio, analysis = self.render(latents, alpha)
             except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
                 err = (f"pad {pad + 1}: render failed ({type(e).__name__}: {e}); "
                        "the previous sound keeps playing")
@@ -158,8 +201,10 @@ class RenderWorker:
                 self.stats.last_error = err
             else:
                 self.slots[pad] = audio  # the atomic swap
+                self.analysis[pad] = analysis
                 self.errors[pad] = ""
                 t1 = time.perf_counter()
+                self.rendered[pad] = (latents, t1)
                 compute, latency = (t1 - t0) * 1e3, (t1 - max(since, self._source_time[pad])) * 1e3
                 self.latency_ms[pad] = latency
                 self.stats.renders += 1
@@ -170,9 +215,12 @@ class RenderWorker:
                     self._done[pad] = version
                 self._cond.notify_all()
 
-    def render(self, latents: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate."""
-        audio = self.bundle.render(latents, alpha)[0]  # [C, T] at the bundle rate
+    def render(self, latents: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, PadAnalysis | None]:
+        """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate,
+        and its analysis (None when the worker does not analyse)."""
+        steered = self.bundle.steer(latents, alpha)
+        analysis = analyse(self.bundle, self.probes, steered) if self.analyse else None
+        audio = self.bundle.decode(steered)[0]  # [C, T] at the bundle rate
         if audio.shape[0] == 1:
             audio = np.repeat(audio, 2, axis=0)
         elif audio.shape[0] > 2:
@@ -182,4 +230,4 @@ class RenderWorker:
             frames = soxr.resample(frames, self.bundle.sample_rate, self.out_rate, quality="HQ")
         if not np.isfinite(frames).all():
             raise ValueError("the decoder produced non-finite samples")
-        return np.ascontiguousarray(frames, dtype=np.float32)
+        return np.ascontiguousarray(frames, dtype=np.float32), analysis

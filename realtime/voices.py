@@ -195,6 +195,15 @@ class VoiceMixer:
                 if self._audio[i] is not None:
                     self._play(i, block, n)
 
+    def sounding(self) -> list[tuple[int, int]]:
+        """(pad, frames played) of every sounding voice; for displays, from any thread (a
+        snapshot without locks: a voice may start or end while it is taken)."""
+        out = []
+        for i in range(self._top):
+            if self._audio[i] is not None and self._delay[i] == 0:
+                out.append((self._pad[i], self._pos[i]))
+        return out
+
     # Internals -------------------------------------------------------------------------------
 
     def _release(self, i: int, offset: int) -> None:

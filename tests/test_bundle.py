@@ -133,13 +133,29 @@ def test_steer_at_zero_alpha_gives_the_latents_back(tiny):
     assert maxabs(out, z) < 1e-4
 
 
+def test_codes_are_the_sae_codes_probes_read(tiny):
+    """codes.onnx gives, per latent frame, the sparse SAE code the probes were trained on."""
+    from steerpad.offline.probes import sae_codes
+
+    _, z, _ = inputs(tiny["vae"], tiny["sae"], 2, 5, seed=4)
+    values, indices = tiny["bundle"].codes(z.numpy())
+    assert values.shape == indices.shape == (2, 5, 16 + 2) and indices.dtype == np.int64
+    ref = sae_codes(tiny["sae"], z.transpose(1, 2).reshape(-1, z.shape[1]).numpy())
+    dense = np.zeros((10, 512), np.float32)
+    np.put_along_axis(dense, indices.reshape(10, -1), values.reshape(10, -1), axis=1)
+    assert maxabs(dense, ref.dense().numpy()) < 1e-4
+    assert (indices[..., :2] == [0, 1]).all()  # the level pair first
+
+
 def test_torchscript_matches_torch(tiny):
     path, vae = tiny["path"], tiny["folded"]
     audio, z, alpha = inputs(vae, tiny["sae"], 2, 3, seed=9)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
-        encoder, decoder, steer = (torch.jit.load(str(path / f"{m}.pt")) for m in export.MODELS)
+        encoder, decoder, steer, codes = (torch.jit.load(str(path / f"{m}.pt")) for m in export.MODELS)
         assert maxabs(encoder(audio), vae.encode(audio)) < 1e-4
+        values, indices = codes(z)
+        assert values.shape == indices.shape == (2, 3, 16 + 2)
         assert maxabs(decoder(z), vae.decode(z)) < 1e-4
         assert maxabs(steer(z, alpha), tiny["steer"](z, alpha)) < 1e-4
         assert maxabs(steer(z, torch.zeros(3)), z) < 1e-4
@@ -165,10 +181,10 @@ def test_bundle_describes_itself(tiny):
     assert m["kit"] == [{"name": "kick", "label": "Kick", "file": "kit/kick.npy"}]
     on_disk = {p.relative_to(b.path).as_posix() for p in b.path.rglob("*") if p.is_file()}
     assert on_disk == set(m["files"]) | {"manifest.json"}  # one file per model: weights inline
-    assert set(m["files"]) == {"encoder.onnx", "decoder.onnx", "steer.onnx", "encoder.pt", "decoder.pt",
-                               "steer.pt", "probes.safetensors", "kit/kick.npy"}
+    assert set(m["files"]) == {"encoder.onnx", "decoder.onnx", "steer.onnx", "codes.onnx", "encoder.pt",
+                               "decoder.pt", "steer.pt", "codes.pt", "probes.safetensors", "kit/kick.npy"}
     check = m["export_check"]
-    assert max(check["max_abs_error"].values()) < 1e-4 and len(check["max_abs_error"]) == 6
+    assert max(check["max_abs_error"].values()) < 1e-4 and len(check["max_abs_error"]) == 8
     import onnx
 
     assert onnx.load(str(b.path / "steer.onnx")).opset_import[0].version == m["onnx"]["opset"]

@@ -191,3 +191,26 @@ def test_render_cli_writes_a_wav_and_refuses_a_bad_file(rig, tmp_path, capsys):
     assert not (tmp_path / "x.wav").exists()
     with pytest.raises(SteerpadError, match="nope.mid"):
         read_performance(tmp_path / "nope.mid", RATE)
+
+
+def test_each_render_comes_with_what_it_is_made_of(rig):
+    """The worker analyses every render (for the visualizer): the probes' read-out per latent
+    frame and the strongest SAE features; `sounding()` says which pad is where."""
+    bundle, preset, _ = rig
+    with Engine(bundle, preset, RATE, 256, master=False) as engine:
+        assert engine.start(wait=120)
+        a = engine.worker.analysis[2]
+        n = bundle.kit[0].latents.shape[1] if bundle.kit else engine.worker.sources[2].shape[1]
+        assert set(a.probe) >= {"centroid", "loudness"}
+        assert all(v.shape == (n,) and 0 <= v.min() <= v.max() <= 1 for v in a.probe.values())
+        assert a.top_index.shape == a.top_value.shape == (n, 8) and a.top_index.min() >= 2
+        assert (np.diff(a.top_value, axis=1) <= 0).all()  # strongest first
+        assert a.frame_s == pytest.approx(bundle.hop / bundle.sample_rate)
+        quiet = a.probe["loudness"].mean()
+        engine.set_knob(1, 1.0)  # louder
+        assert engine.worker.wait_fresh(60)
+        assert engine.worker.analysis[2].probe["loudness"].mean() > quiet  # the probe hears it
+        engine.handle(note(2))
+        engine.process(np.zeros((256, 2), np.float32))
+        (pad, seconds), = engine.sounding()
+        assert pad == 2 and 0 < seconds <= 256 / RATE

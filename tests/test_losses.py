@@ -47,6 +47,15 @@ def test_stft_loss_zero_on_identity_and_grows_with_error(kick, stereo):
     assert float(loss(snare, kick)) > levels[0]
 
 
+def test_stft_loss_log_weight_scales_the_log_magnitude_term(kick):
+    snare = _stereo(render_snare(length_s=0.4))
+    sc_only = float(MultiResolutionSTFTLoss(log_weight=0.0)(snare, kick))
+    full = float(MultiResolutionSTFTLoss()(snare, kick))
+    half = float(MultiResolutionSTFTLoss(log_weight=0.5)(snare, kick))
+    assert 0 < sc_only < half < full
+    assert half == pytest.approx((sc_only + full) / 2, rel=1e-5)
+
+
 def test_stft_loss_sees_a_stereo_image_only_in_mid_side(kick):
     mono_copy = torch.cat([kick[:, :1], kick[:, :1]], 1)
     swapped = mono_copy.flip(1)  # identical channels: swapping changes nothing

@@ -1,5 +1,6 @@
 """The live engine's benchmarks (registered in bench.py): callback load, knob -> fresh render,
-and on a real JACK server, trigger latency and xruns beside a plain JACK client.
+capture -> playable, and on a real JACK server, trigger latency and xruns beside a plain JACK
+client.
 
 They play a bundle exported from random weights (the `small` VAE, a 4096/k32 SAE, 5 directions,
 16 one-second kit entries), so they measure the engine and the model size, not a trained sound.
@@ -170,3 +171,114 @@ def bench_live_jack(o) -> dict[str, float]:
             "jack/skipped_hits": float(late), "jack/block_frames": float(PERIOD),
             "jack/xruns_steerpad": float(xruns), "jack/xruns_plain_client": float(plain_x),
             "jack/seconds": seconds}
+
+
+def bench_live_capture(o) -> dict[str, float]:
+    """Capture -> playable: a synthetic hit fed through the engine's input path (Engine.process
+    at real-time pace, 48 kHz / 128 frames, master bus on) into an armed pad. From the end
+    detected (the input silent for the 100 ms hold) to the latents handed to the render worker
+    (WAV saved, resampled, encoded, .npy saved) and to the pad's first render published
+    (playable); and the audio callback's time per block meanwhile."""
+    from steerpad.realtime.capture import Capture
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.presets import CaptureSpec
+
+    takes, rate, block = (2 if o.quick else 10), 48000, 128
+    bundle, preset = _setup(o.quick)
+    folder = Path(tempfile.mkdtemp(prefix="steerpad-bench-capture-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    t = np.arange(int(0.4 * rate)) / rate
+    noise = np.random.default_rng(0).uniform(-1, 1, t.size)
+    hit = np.exp(-t / 0.05) * (0.6 * np.cos(2 * np.pi * 150 * t) + 0.3 * noise)
+    signal = np.concatenate([np.zeros(rate // 10), hit, np.zeros(rate * 3 // 10)]).astype(np.float32)[:, None]
+    spec = CaptureSpec()
+    with Engine(bundle, preset, rate, block, input_channels=1) as engine:
+        engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
+        engine.start(wait=None)
+        cap = Capture(engine, spec, folder).start()
+        out = np.zeros((block, 2), np.float32)
+        try:
+            for i in range(takes):
+                cap.arm(0)
+                t0 = time.perf_counter()
+                for k, j in enumerate(range(0, signal.shape[0] - block + 1, block)):
+                    engine.process(out, signal[j:j + block])
+                    delay = t0 + (k + 1) * block / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                if not cap.wait_completed(i + 1, 60):
+                    raise RuntimeError(f"capture {i + 1} did not finish: {cap.last_error}")
+            load = engine.load_stats()
+        finally:
+            cap.stop()
+    done = [r for r in cap.results if not r.error]
+    if len(done) < takes:
+        raise RuntimeError(f"{takes - len(done)} captures failed: {cap.last_error}")
+    source = np.array([r.end_to_source_ms for r in done])
+    playable = np.array([r.end_to_playable_ms for r in done])
+    return {"capture/end_to_playable_p50_ms": float(np.median(playable)),
+            "capture/end_to_playable_max_ms": float(playable.max()),
+            "capture/end_to_source_p50_ms": float(np.median(source)),
+            "capture/encode_p50_ms": float(np.median([r.encode_ms for r in done])),
+            "capture/hold_ms": spec.hold_ms, "capture/take_s": float(np.median([r.seconds for r in done])),
+            "capture/takes": float(len(done)), "capture/callback_p99_ms": load["p99_ms"],
+            "capture/callback_max_ms": load["max_ms"], "capture/callback_p99_load": load["p99_load"]}
+
+
+def bench_live_oscfeed(o) -> dict[str, float]:
+    """The visualizer feed's cost beside the audio callback: Engine.process (48 kHz, 128 frames,
+    16 voices, master bus) paced in real time on this thread, first alone, then with a LiveFeed
+    at 60 Hz sending to a UDP socket on loopback. Per phase: the callback's time p50 / p99 and how
+    late each block started (a feed holding the GIL would show there); and the feed thread's CPU
+    time per second, frames and messages per second."""
+    import socket
+
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.events import NoteOn
+    from steerpad.realtime.oscfeed import LiveFeed, OscSender
+
+    blocks = 300 if o.quick else 4000
+    rate, size = 48000, 128
+    period = size / rate
+    bundle, preset = _setup(o.quick)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))  # never read: the kernel drops what overflows, as for a slow receiver
+    metrics: dict[str, float] = {}
+    with Engine(bundle, preset, rate, size) as engine:
+        engine.start(wait=None)
+        out = np.zeros((size, 2), np.float32)
+
+        def play() -> tuple[np.ndarray, np.ndarray]:
+            took, late = np.zeros(blocks), np.zeros(blocks)
+            t0 = time.perf_counter()
+            for b in range(blocks):
+                due = t0 + b * period
+                while (now := time.perf_counter()) < due:
+                    time.sleep(min(0.0005, due - now))
+                if engine.mixer.active < 16:
+                    for p in range(16 - engine.mixer.active):
+                        engine.handle(NoteOn(9, 36 + p, 100))
+                start = time.perf_counter()
+                engine.process(out)
+                took[b], late[b] = time.perf_counter() - start, start - due
+            return took * 1e3, late * 1e3
+
+        for phase in ("off", "on"):
+            feed = LiveFeed(engine, OscSender(*sink.getsockname()), 60.0) if phase == "on" else None
+            if feed is not None:
+                feed.start()
+            t0 = time.perf_counter()
+            took, late = play()
+            wall = time.perf_counter() - t0
+            if feed is not None:
+                feed.stop()
+                metrics.update({"oscfeed/feed_cpu_ms_per_s": feed.cpu_s / wall * 1e3,
+                                "oscfeed/frames_per_s": feed.frames / wall,
+                                "oscfeed/messages_per_s": feed.sender.sent / wall,
+                                "oscfeed/send_errors": float(feed.sender.errors + feed.errors)})
+            metrics.update({f"oscfeed/callback_p50_ms_{phase}": float(np.median(took)),
+                            f"oscfeed/callback_p99_ms_{phase}": float(np.percentile(took, 99)),
+                            f"oscfeed/late_p99_ms_{phase}": float(np.percentile(late, 99))})
+    sink.close()
+    metrics["oscfeed/block_ms"] = period * 1e3
+    return metrics

@@ -5,6 +5,7 @@ JACK frame clock.
 
     Sender  "steerpad-test-midi:out"  ──JACK MIDI──►  steerpad's MIDI input (rtmidi)
     steerpad's output (PortAudio)  ──JACK audio──►  Recorder "steerpad-test-rec:in_1/2"
+    Player "steerpad-test-play:out_N"  ──JACK audio──►  steerpad's input (PortAudio:in_0 ...)
 
 `ensure_jackd()` starts `jackd -d dummy` (no sound card needed) unless a server runs. Start it
 before sounddevice is imported (PortAudio scans host APIs once, at import) and stop it only
@@ -171,6 +172,72 @@ class Recorder:
         self.client.close()
 
 
+class Player:
+    """Plays audio into other clients' input ports (steerpad's live input): play() starts a
+    buffer at the next JACK cycle and returns that cycle's frame time."""
+
+    def __init__(self, channels: int = 1, name: str = "steerpad-test-play"):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self.ports = [self.client.outports.register(f"out_{i + 1}") for i in range(channels)]
+        self._pending: np.ndarray | None = None
+        self._audio: np.ndarray | None = None
+        self._i = 0
+        self.started: list[int] = []
+        """The JACK frame time each play() started at."""
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        if self._pending is not None:
+            self._audio, self._i, self._pending = self._pending, 0, None
+            self.started.append(self.client.last_frame_time)
+        audio = self._audio
+        for c, port in enumerate(self.ports):
+            buf = port.get_array()
+            chunk = audio[self._i:self._i + frames, c] if audio is not None else audio
+            n = 0 if chunk is None else chunk.shape[0]
+            if n:
+                buf[:n] = chunk
+            buf[n:] = 0.0
+        if audio is not None:
+            self._i += frames
+            if self._i >= audio.shape[0]:
+                self._audio = None
+
+    def play(self, audio: np.ndarray, wait: float = 1.0) -> int:
+        """Queue audio [T] or [T, C] (a mono buffer goes to every port) for the next cycle;
+        returns that cycle's frame time once it started."""
+        a = np.asarray(audio, np.float32)
+        a = np.repeat(a[:, None], len(self.ports), axis=1) if a.ndim == 1 else a
+        assert a.shape[1] == len(self.ports), (a.shape, len(self.ports))
+        n = len(self.started)
+        self._pending = np.ascontiguousarray(a)
+        deadline = time.monotonic() + wait
+        while len(self.started) == n:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the JACK player did not run")
+            time.sleep(0.001)
+        return self.started[-1]
+
+    def connect_to(self, client_name_part: str) -> list[str]:
+        """Connect out_1, out_2 ... to the first audio input ports whose name contains
+        client_name_part (in port order)."""
+        ins = [p.name for p in self.client.get_ports(is_audio=True, is_input=True)
+               if client_name_part.lower() in p.name.lower()][:len(self.ports)]
+        if not ins:
+            raise LookupError(f"no JACK audio input ports like {client_name_part!r}")
+        for src, dst in zip(self.ports, ins):
+            self.client.connect(src, dst)
+        return ins
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
 def first_onset(audio: np.ndarray, threshold: float = 1e-3) -> int | None:
     """Index of the first sample whose absolute value (either channel) exceeds threshold."""
     hot = np.flatnonzero(np.abs(audio).max(axis=1) > threshold)
@@ -184,6 +251,8 @@ class LiveRig:
     midi: Any
     sender: Sender
     recorder: Recorder
+    player: Player | None = None
+    """Plays into steerpad's input (live_rig with input_channels > 0)."""
 
     def hit(self, pad: int, velocity: int = 110, listen: float = 0.3) -> tuple[int, np.ndarray]:
         """Send a note-on to pad (generic map: note 36 + pad, channel 10); return the frame it
@@ -198,17 +267,18 @@ class LiveRig:
 
 
 @contextmanager
-def live_rig(bundle, preset, port: str, seconds: float = 60.0) -> Iterator[LiveRig]:
+def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: int = 0) -> Iterator[LiveRig]:
     """steerpad live on the running JACK server: an Engine on a PortAudio stream, its MIDI input
-    as a virtual JACK port `port` fed by a Sender, its output recorded by a Recorder."""
+    as a virtual JACK port `port` fed by a Sender, its output recorded by a Recorder; with
+    input_channels, a full-duplex stream whose input a Player feeds."""
     from steerpad.realtime.engine import Engine
     from steerpad.realtime.live import LiveStream
     from steerpad.realtime.midi import MidiInput
 
     rec = Recorder(seconds=seconds)
-    engine = midi = stream = sender = None
+    engine = midi = stream = sender = player = None
     try:
-        engine = Engine(bundle, preset, rec.rate, rec.period)
+        engine = Engine(bundle, preset, rec.rate, rec.period, input_channels=input_channels)
         engine.start(wait=None)
         midi = MidiInput(None, virtual=port, api="jack").start()
         engine.attach_midi(midi)
@@ -217,10 +287,13 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0) -> Iterator[LiveR
         sender = Sender()
         sender.connect(port)
         rec.connect_from("PortAudio")
+        if input_channels:
+            player = Player(input_channels)
+            player.connect_to("PortAudio:in")
         time.sleep(0.3)
-        yield LiveRig(engine, stream, midi, sender, rec)
+        yield LiveRig(engine, stream, midi, sender, rec, player)
     finally:
-        for closing in (sender, stream, midi, rec, engine):
+        for closing in (player, sender, stream, midi, rec, engine):
             if closing is not None:
                 (closing.stop if closing is midi else closing.close)()
 

@@ -15,6 +15,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
+from steerpad.realtime import oscfeed
 from steerpad.realtime.bundle import Bundle, load_bundle
 from steerpad.realtime.engine import Engine
 from steerpad.realtime.errors import SteerpadError
@@ -48,8 +49,9 @@ def read_performance(path: Path, sample_rate: int, cc14: frozenset[int] | set[in
 
 
 def bounce(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]], sample_rate: int = 48000,
-           blocksize: int = 256, progress=None) -> tuple[np.ndarray, dict]:
-    """Render events through a fresh Engine: stereo float32 [T, 2], and the engine's counters."""
+           blocksize: int = 256, progress=None, on_block=None) -> tuple[np.ndarray, dict]:
+    """Render events through a fresh Engine: stereo float32 [T, 2], and the engine's counters.
+    `on_block(engine, block)` is called after each rendered block (the feature feed)."""
     with Engine(bundle, preset, sample_rate, blocksize) as engine:
         if not engine.start(wait=RENDER_TIMEOUT_S):
             raise SteerpadError("render: the first renders did not finish in time")
@@ -70,6 +72,8 @@ def bounce(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]], samp
                         raise SteerpadError("render: a knob's re-render did not finish in time")
                 i += 1
             engine.process(out[start:start + blocksize])
+            if on_block is not None:
+                on_block(engine, out[start:start + blocksize])
             if progress is not None:
                 progress(b + 1, blocks)
         counters = {"renders": engine.worker.stats.renders, "render_errors": engine.worker.stats.errors,
@@ -87,20 +91,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocksize", type=int, default=256)
     parser.add_argument("--subtype", default="FLOAT", choices=["FLOAT", "PCM_24", "PCM_16"],
                         help="WAV sample format (FLOAT keeps the render bit-exact)")
+    parser.add_argument("--features", type=Path, default=None, metavar="FILE.jsonl",
+                        help="also write the feature frames as JSON lines (README: Visualizer feed)")
+    parser.add_argument("--osc", nargs="?", const=f"{oscfeed.DEFAULT_HOST}:{oscfeed.DEFAULT_PORT}",
+                        default=None, metavar="HOST:PORT",
+                        help="also send the frames over OSC while rendering (as fast as it renders)")
+    parser.add_argument("--osc-rate", type=float, default=oscfeed.DEFAULT_RATE, metavar="HZ",
+                        help="feature frames per second of audio (default %(default)g)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.performance.is_file():
         raise SteerpadError(f"{args.performance}: no such MIDI file")
+    sender = None if args.osc is None else oscfeed.OscSender(*oscfeed.parse_target(args.osc))
+    rate = oscfeed.check_rate(args.osc_rate)
     bundle = load_bundle(args.bundle)
     preset = load_preset(args.preset)
     events = read_performance(args.performance, args.sample_rate, preset.controller.cc14)
+    file = None if args.features is None else oscfeed.FeatureFile(args.features)
+    feed = None if file is None and sender is None else oscfeed.BounceFeed(rate, file, sender)
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("render", total=None)
-        audio, counters = bounce(bundle, preset, events, args.sample_rate, args.blocksize,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("render", total=None)
+            audio, counters = bounce(bundle, preset, events, args.sample_rate, args.blocksize, on_block=feed,
+                                     progress=lambda done, n: bar.update(task, completed=done, total=n))
+    except BaseException:
+        if file is not None:
+            file.abort()
+        raise
+    if file is not None:
+        file.close()
+        print(f"wrote {args.features}: {file.frames} feature frames at {rate:g} Hz")
+    if sender is not None:
+        sender.close()
+        print(f"sent {sender.sent} OSC messages to {sender}"
+              + (f", {sender.errors} not sent ({sender.last_error})" if sender.errors else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     sf.write(str(tmp), audio, args.sample_rate, subtype=args.subtype, format="WAV")

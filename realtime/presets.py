@@ -1,6 +1,7 @@
 """Presets and controller maps: which pad plays what, which knob steers where (TOML files).
 
-    presets/<name>.toml               a performance: controller, voices, [[pads]], [[knobs]], [snapshots]
+    presets/<name>.toml               a performance: controller, voices, [[pads]], [[knobs]], [snapshots],
+                                      [capture]
     presets/controllers/<id>.toml     a controller map: the notes its pads send, the CCs its knobs send
 
 `load_preset(path)` reads a preset and its controller map and checks every field it can without
@@ -145,6 +146,27 @@ class KnobSpec:
         return u * alpha_max if u_lin > 0 else u * alpha_min
 
 
+@dataclass(frozen=True)
+class CaptureSpec:
+    """Live input capture into a pad (the preset's [capture] table; realtime/capture.py). An arm
+    press (note `arm_note` or CC `arm_cc` >= 64, on `channel`) arms the last-hit pad; a pad hit
+    while armed moves the arm to that pad; the next onset on the input is captured into it."""
+
+    arm_note: int | None = None
+    arm_cc: int | None = None
+    channel: int | None = None
+    """The channel arm presses come on, 0-15; None = any."""
+    kit_dir: Path | None = None
+    """Where captures are written; None = the default user kit folder (capture.default_kit_dir)."""
+    threshold_db: float = -36.0
+    """Onset: the first input sample above this peak level, dBFS."""
+    pre_roll_ms: float = 15.0
+    """Kept before the onset, so the attack is intact."""
+    silence_db: float = -60.0
+    """End: the input stays below this peak level (dBFS) for hold_ms."""
+    hold_ms: float = 100.0
+
+
 @dataclass
 class Preset:
     """A performance: a controller map, what each pad plays, what each knob steers."""
@@ -158,6 +180,7 @@ class Preset:
     velocity_curve: str = "linear"
     snapshots: dict[int, dict[str, float]] = field(default_factory=dict)
     """Program change number -> knob positions by direction name."""
+    capture: CaptureSpec = field(default_factory=CaptureSpec)
 
 
 # ---------------------------------------------------------------- reading TOML
@@ -359,7 +382,7 @@ def load_preset(path: str | Path) -> Preset:
     """Read and check a preset TOML and its controller map (without a bundle: see check_preset)."""
     path = Path(path)
     r = _Reader(path)
-    data = r.table(r.read(), "", ("name", "controller", "voices", "pads", "knobs", "snapshots"),
+    data = r.table(r.read(), "", ("name", "controller", "voices", "pads", "knobs", "snapshots", "capture"),
                    ("controller",))
     name = r.string(data.get("name", path.stem), "name")
     ref = r.string(data["controller"], "controller")
@@ -386,8 +409,9 @@ def load_preset(path: str | Path) -> Preset:
                          f"{seen[k.direction] + 1}'s; give each direction one knob")
         seen[k.direction] = k.index
     snapshots = _snapshots(r, data.get("snapshots", {}), [k.direction for k in knobs])
+    capture = _capture(r, data.get("capture", {}), controller, len(pads), len(knobs), path.parent)
     return Preset(name=name, path=path, controller=controller, pads=pads, knobs=knobs,
-                  polyphony=polyphony, velocity_curve=curve, snapshots=snapshots)
+                  polyphony=polyphony, velocity_curve=curve, snapshots=snapshots, capture=capture)
 
 
 def check_preset(preset: Preset, direction_names, kit_names) -> None:
@@ -473,3 +497,44 @@ def _snapshots(r: _Reader, value: Any, directions: list[str]) -> dict[int, dict[
             r.number(pos, f"snapshots.{k}.{d}", 0, 1)
         out[int(k)] = {d: float(pos) for d, pos in positions.items()}
     return out
+
+
+def _capture(r: _Reader, value: Any, controller: ControllerMap, n_pads: int, n_knobs: int,
+             base: Path) -> CaptureSpec:
+    t = r.table(value, "capture", ("arm_note", "arm_cc", "channel", "kit_dir", "threshold_db",
+                                   "pre_roll_ms", "silence_db", "hold_ms"))
+    channel = r.channel(t.get("channel", 0), "capture.channel")
+    note = None if "arm_note" not in t else r.integer(t["arm_note"], "capture.arm_note", 0, 127)
+    cc = None if "arm_cc" not in t else r.integer(t["arm_cc"], "capture.arm_cc", 0, 127)
+
+    def shares(a: int | None, b: int | None) -> bool:  # two channel settings can meet
+        return a is None or b is None or a == b
+
+    # A control nothing plays may be the arm button (pad 16 of a 15-pad preset); a used one may not.
+    if note is not None and shares(channel, controller.pad_channel) and note in controller.pad_notes:
+        pad = controller.pad_notes.index(note)
+        if pad < n_pads:
+            raise r.fail("capture.arm_note", f"{note} is pad {pad + 1}'s note, and pads[{pad + 1}] plays a "
+                         "sample; pick a note no used pad sends, or a channel the pads do not use")
+    if cc is not None and shares(channel, controller.knob_channel):
+        lsbs = {n + 32: n for n in controller.cc14}
+        if cc in lsbs:
+            raise r.fail("capture.arm_cc", f"{cc} is the LSB of knob CC {lsbs[cc]} (a 14-bit pair); "
+                         "pick a CC no knob sends")
+        if cc in controller.knob_ccs and controller.knob_ccs.index(cc) < n_knobs:
+            k = controller.knob_ccs.index(cc)
+            raise r.fail("capture.arm_cc", f"{cc} is knob {k + 1}'s CC, and knobs[{k + 1}] steers a "
+                         "direction; pick a CC no used knob sends, or a channel the knobs do not use")
+    kit_dir = None
+    if "kit_dir" in t:
+        folder = Path(r.string(t["kit_dir"], "capture.kit_dir")).expanduser()
+        kit_dir = folder if folder.is_absolute() else (base / folder).resolve()
+    threshold = r.number(t.get("threshold_db", -36.0), "capture.threshold_db", -90, 0)
+    silence = r.number(t.get("silence_db", -60.0), "capture.silence_db", -120, 0)
+    if silence >= threshold:
+        raise r.fail("capture.silence_db", f"({silence:g}) must be below capture.threshold_db "
+                     f"({threshold:g}): a hit ends when the input falls below it")
+    pre_roll = r.number(t.get("pre_roll_ms", 15.0), "capture.pre_roll_ms", 0, 100)
+    hold = r.number(t.get("hold_ms", 100.0), "capture.hold_ms", 5, 2000)
+    return CaptureSpec(arm_note=note, arm_cc=cc, channel=channel, kit_dir=kit_dir, threshold_db=threshold,
+                       pre_roll_ms=pre_roll, silence_db=silence, hold_ms=hold)

@@ -17,6 +17,9 @@ from rich.text import Text
 
 LIT_S = 0.15
 """How long a pad stays lit after a hit."""
+CAPTURE_MARKS = {"armed": ("R", "bold red"), "recording": ("●", "bold white on red"),
+                 "encoding": ("…", "bold black on yellow")}
+"""A pad's capture state (capture.py): the mark after its name, its style."""
 
 
 def pad_name(pad) -> str:
@@ -25,8 +28,12 @@ def pad_name(pad) -> str:
 
 
 class StatusView:
-    def __init__(self, engine, stream, midi, refresh_hz: float = 10.0):
+    def __init__(self, engine, stream, midi, refresh_hz: float = 10.0, feed=None):
         self.engine, self.stream, self.midi = engine, stream, midi
+        self.feed = feed
+        """The OSC visualizer feed (oscfeed.LiveFeed), or None."""
+        self.keys = None
+        """A keys.LiveKeys whose help and feedback are shown, or None."""
         self.refresh_hz = refresh_hz
 
     def render(self) -> Group:
@@ -37,10 +44,14 @@ class StatusView:
         n = len(e.controller.pad_notes)
         cols = 4 if n <= 16 else 8
         row = []
+        cap = getattr(e, "capture", None)
         for p in range(n):
             name = pad_name(e.preset.pads[p]) if p < len(e.preset.pads) else "-"
             style = f"bold black on rgb({min(255, 80 + 2 * lit[p])},200,80)" if p in lit else "dim"
             err = "!" if e.worker.errors[p] else " "
+            if cap is not None:
+                name = cap.names[p] or name
+                err, style = CAPTURE_MARKS.get(cap.pad_state(p), ("!" if cap.errors[p] else err, style))
             row.append(Text(f"{p + 1:>2} {name:<10}{err}", style=style))
             if len(row) == cols:
                 pads.add_row(*row)
@@ -72,6 +83,14 @@ class StatusView:
         state = "[green]connected[/]" if self.midi.connected else "[yellow]waiting for the port[/]"
         info.add_row("midi", f"{port} {state} · {self.midi.received} messages · hits {e.played} · "
                      f"{e.unmapped} unmapped")
+        if self.feed is not None:
+            info.add_row("osc", Text(self.feed.summary()))
+        if cap is not None:
+            info.add_row("input", Text.assemble(cap.summary(), (f" · {cap.last_error}" if cap.last_error
+                                                                 else "", "red")))
+        if self.keys is not None:
+            info.add_row("keys", Text.assemble(self.keys.help, (f" · {self.keys.message}" if self.keys.message
+                                                                else "", "yellow")))
         return Group(Text(f"steerpad · {e.preset.name} · Ctrl-C to stop", style="bold"), pads, knobs, info)
 
     def run(self, stop: threading.Event, deadline: float | None = None) -> None:

@@ -61,13 +61,15 @@ def test_knob_sweep_rerenders_and_the_next_hit_is_louder(live):
         sender.send([0xB0, 70 + louder, v])
     sender.send([0xB0, 70 + louder, 127])
     deadline = time.monotonic() + 30
-    while engine.knobs[louder] < 1.0 and time.monotonic() < deadline:
+    while not (engine.knobs[louder] == 1.0 and np.array_equal(engine.worker.alpha, engine.alpha())) \
+            and time.monotonic() < deadline:  # the knob moved and the worker has its alpha
         time.sleep(0.01)
     assert engine.worker.wait_fresh(60)
     assert engine.worker.stats.renders > renders
     _, up = live.hit(SNARE)
     sender.send([0xB0, 70 + louder, 0])
-    while engine.knobs[louder] > 0.0 and time.monotonic() < deadline:
+    while not (engine.knobs[louder] == 0.0 and np.array_equal(engine.worker.alpha, engine.alpha())) \
+            and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.worker.wait_fresh(60)
     _, down = live.hit(SNARE)

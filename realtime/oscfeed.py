@@ -29,7 +29,8 @@ from steerpad.realtime.features import FeatureStream, Frame
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 DEFAULT_RATE = 60.0
-MAX_RATE = 1000.0
+MAX_RATE = 240.0
+"""Frames per second at most (a display refreshes at most this often; the meter needs 64 samples)."""
 RESOLVE_RETRY_S = 2.0
 """After a failed host lookup, wait this long before trying again."""
 POLLS_PER_FRAME = 2

@@ -195,6 +195,36 @@ def test_frames_reach_a_python_osc_server_as_the_readme_says(receiver):
     assert line["frame"] == 3 and [m[0] for m in line["messages"]] == [a for a, _ in want]
 
 
+def test_osc_monitor_prints_what_arrives_and_replays_a_feature_file(receiver, tmp_path):
+    """scripts/osc_monitor: the example receiver prints each message; --replay sends a features
+    file at its frames' pace."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "osc_monitor.py"
+    with socket_nobody_listens() as port:
+        monitor = subprocess.Popen([sys.executable, script, "--port", str(port), "--count", "2",
+                                    "--only", "/steerpad/pad"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert "listening" in monitor.stdout.readline()
+            OscSender("127.0.0.1", port).send([("/steerpad/level", [0.5, 0.5]), ("/steerpad/pad", [3, 0.5]),
+                                               ("/steerpad/pad", [1, 1.0])])
+            out, _ = monitor.communicate(timeout=10)
+        finally:
+            monitor.kill()
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].split()[1:] == ["/steerpad/pad", "3", "0.500"], out
+    frames = [Frame(k, (k + 1) / 10, 0.5, 0.5, 0.0, (0.0,) * 4, int(k == 2)).to_json() for k in range(4)]
+    (tmp_path / "f.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, script, "--replay", tmp_path / "f.jsonl",
+                    "--to", f"127.0.0.1:{receiver.port}"], check=True, timeout=10)
+    assert time.monotonic() - t0 >= 0.4  # paced by the frames' times, 0.1 s apart
+    assert until(lambda: len(receiver.get("/steerpad/onset")) == 4)
+    assert receiver.get("/steerpad/onset") == [[0], [0], [1], [0]]
+
+
 def test_a_sender_to_nowhere_counts_and_never_raises():
     bogus = OscSender("no-such-host.invalid", 9000)
     t0 = time.monotonic()

@@ -95,6 +95,9 @@ class StatusView:
 
     def run(self, stop: threading.Event, deadline: float | None = None) -> None:
         with Live(self.render(), refresh_per_second=self.refresh_hz, transient=False) as live:
-            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                time.sleep(1.0 / self.refresh_hz)
-                live.update(self.render())
+            try:
+                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                    time.sleep(1.0 / self.refresh_hz)
+                    live.update(self.render())
+            finally:
+                live.update(self.render())  # the last state stays on screen

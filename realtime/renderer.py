@@ -192,7 +192,7 @@ class RenderWorker:
                 latents = self.sources[pad]
             t0 = time.perf_counter()
             try:
-                audio, analysis = self.render(latents, alpha)
+                audio, steered = self.render(latents, alpha)
             except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
                 err = (f"pad {pad + 1}: render failed ({type(e).__name__}: {e}); "
                        "the previous sound keeps playing")
@@ -201,7 +201,6 @@ class RenderWorker:
                 self.stats.last_error = err
             else:
                 self.slots[pad] = audio  # the atomic swap
-                self.analysis[pad] = analysis
                 self.errors[pad] = ""
                 t1 = time.perf_counter()
                 self.rendered[pad] = (latents, t1)
@@ -210,16 +209,21 @@ class RenderWorker:
                 self.stats.renders += 1
                 self.stats.last_ms, self.stats.last_latency_ms = compute, latency
                 self.history.append((pad, compute, latency))
+                if self.analyse:  # for the visualizer: after the sound is out, never delaying it
+                    try:
+                        self.analysis[pad] = analyse(self.bundle, self.probes, steered)
+                    except Exception as e:  # noqa: BLE001 - a display must never stop the instrument
+                        self.analysis[pad] = None
+                        self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
             with self._cond:
                 if self.sources[pad] is latents:
                     self._done[pad] = version
                 self._cond.notify_all()
 
-    def render(self, latents: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, PadAnalysis | None]:
+    def render(self, latents: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate,
-        and its analysis (None when the worker does not analyse)."""
+        and the steered latents [1, D, N] it was decoded from."""
         steered = self.bundle.steer(latents, alpha)
-        analysis = analyse(self.bundle, self.probes, steered) if self.analyse else None
         audio = self.bundle.decode(steered)[0]  # [C, T] at the bundle rate
         if audio.shape[0] == 1:
             audio = np.repeat(audio, 2, axis=0)
@@ -230,4 +234,4 @@ class RenderWorker:
             frames = soxr.resample(frames, self.bundle.sample_rate, self.out_rate, quality="HQ")
         if not np.isfinite(frames).all():
             raise ValueError("the decoder produced non-finite samples")
-        return np.ascontiguousarray(frames, dtype=np.float32), analysis
+        return np.ascontiguousarray(frames, dtype=np.float32), steered

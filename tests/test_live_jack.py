@@ -106,6 +106,7 @@ def test_a_lost_midi_port_returns_and_play_goes_on(live):
     previous = live.engine.midi
     live.engine.attach_midi(midi)
     try:
+        time.sleep(0.3)  # a new JACK connection carries MIDI from a later cycle on
         t = first.send([0x99, 36 + SNARE, 100])
         time.sleep(0.3)
         assert first_onset(live.recorder.audio_since(t)) is not None
@@ -120,7 +121,7 @@ def test_a_lost_midi_port_returns_and_play_goes_on(live):
             while not midi.connected and time.monotonic() < deadline + 5:
                 time.sleep(0.05)
             assert midi.connected and midi.reconnects == 1
-            time.sleep(0.1)
+            time.sleep(0.3)
             t = second.send([0x99, 36 + SNARE, 100])
             time.sleep(0.3)
             assert first_onset(live.recorder.audio_since(t)) is not None

@@ -152,10 +152,15 @@ class Recorder:
             self.buffer[i:i + frames, 1] = self.ports[1].get_array()
             self.written = max(self.written, i + frames)
 
-    def connect_from(self, client_name_part: str) -> list[str]:
-        """Connect the first two audio output ports whose name contains client_name_part."""
-        outs = [p.name for p in self.client.get_ports(is_audio=True, is_output=True)
-                if client_name_part.lower() in p.name.lower()][:2]
+    def output_ports(self, client_name_part: str) -> list[str]:
+        """The audio output ports whose name contains client_name_part, in JACK's order."""
+        return [p.name for p in self.client.get_ports(is_audio=True, is_output=True)
+                if client_name_part.lower() in p.name.lower()]
+
+    def connect_from(self, client_name_part: str, exclude: set[str] = frozenset()) -> list[str]:
+        """Connect the first two audio output ports whose name contains client_name_part and that
+        are not in `exclude` (ports of an earlier client still registered under a like name)."""
+        outs = [p for p in self.output_ports(client_name_part) if p not in exclude][:2]
         if not outs:
             raise LookupError(f"no JACK audio output ports like {client_name_part!r}")
         for src, dst in zip(outs, self.ports):
@@ -256,10 +261,17 @@ class LiveRig:
 
     def hit(self, pad: int, velocity: int = 110, listen: float = 0.3) -> tuple[int, np.ndarray]:
         """Send a note-on to pad (generic map: note 36 + pad, channel 10); return the frame it
-        was sent at and the audio recorded from that frame on, `listen` seconds later."""
-        t = self.sender.send([0x99, 36 + pad, velocity])
-        time.sleep(listen)
-        return t, self.recorder.audio_since(t).copy()
+        was sent at and the audio recorded from that frame on, `listen` seconds later.
+        The dummy JACK server drops MIDI when it xruns (it runs without realtime priority): a hit
+        that did not sound while the stream saw an xrun is sent again, at most twice."""
+        for _ in range(3):
+            xruns = self.stream.xruns
+            t = self.sender.send([0x99, 36 + pad, velocity])
+            time.sleep(listen)
+            audio = self.recorder.audio_since(t).copy()
+            if first_onset(audio) is not None or self.stream.xruns == xruns:
+                break
+        return t, audio
 
     def silent_before(self, frame: int, frames: int = 256, threshold: float = 1e-3) -> bool:
         i = frame - (self.recorder.start_frame or 0)
@@ -282,11 +294,12 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: i
         engine.start(wait=None)
         midi = MidiInput(None, virtual=port, api="jack").start()
         engine.attach_midi(midi)
+        before = set(rec.output_ports("PortAudio"))  # a stream still closing keeps its ports a while
         stream = LiveStream(engine)
         stream.start()
         sender = Sender()
         sender.connect(port)
-        rec.connect_from("PortAudio")
+        rec.connect_from("PortAudio", exclude=before)
         if input_channels:
             player = Player(input_channels)
             player.connect_to("PortAudio:in")

@@ -626,6 +626,7 @@ def test_a_drum_hit_played_into_the_input_becomes_a_steerable_pad(live_in, playe
         rig.sender.send([0x99, 36 + pad, 100])  # hit pad 6, then press arm: arms the last-hit pad
         rig.sender.send([0xB0, ARM_CC, 127], [0xB0, ARM_CC, 0])
         assert wait_for(lambda: cap.state == ("armed", pad))
+        assert wait_for(lambda: not rig.engine.sounding())  # the output is silent while it is played
         t = rig.player.play(padded(snare))
         assert cap.wait_completed(attempt, 60), cap.last_error
         r = cap.results[-1]

@@ -54,15 +54,16 @@ def _vae_codec(config: str) -> Callable[[Options], dict[str, float]]:
 
 
 def bench_vae_train(o: Options) -> dict[str, float]:
-    """`small` VAE training step (batch 4 x 8-frame crops, all losses, AdamW): steps/s."""
+    """`small` VAE training step (batch 4 whole 32-frame clips, all losses, AdamW): steps/s."""
     from steerpad.offline.vae_train import vae_train_step_rate
 
     threads = o.threads or torch.get_num_threads()
     steps = 1 if o.quick else 5
-    rate = vae_train_step_rate("small", batch=4, crop_frames=2 if o.quick else 8, steps=steps,
+    frames = 2 if o.quick else 32
+    rate = vae_train_step_rate("small", batch=4, crop_frames=frames, steps=steps,
                                threads=threads, device=o.device)
     return {"vae_train/steps_per_s": rate, "vae_train/batch": 4.0,
-            "vae_train/crop_frames": 2.0 if o.quick else 8.0}
+            "vae_train/crop_frames": float(frames)}
 
 
 def bench_export_onnx(o: Options) -> dict[str, float]:

@@ -44,6 +44,9 @@ class TrainPlan:
     """Validation kits by name (default: drawn by ingest, 20 % of the kits)."""
     ingest: dict = field(default_factory=dict)
     """Other IngestConfig fields (e.g. the near-duplicate thresholds)."""
+    kit: Path | None = None
+    """A kit file (TOML, `[[kit]]` name + file; presets/default_kit.toml): clips of the store
+    encoded into the bundle as its kit entries."""
     force: bool = False
     progress: bool = True
     summary: dict[str, dict[str, float | str]] = field(default_factory=dict)
@@ -150,19 +153,83 @@ def stage_steering(plan: TrainPlan, store, latents, sae, vae):
     return path, content
 
 
-def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dict, source: str):
+def read_kit_file(path: Path) -> list[dict]:
+    """The `[[kit]]` entries of a kit file: name (a kit entry name), file (the end of a source
+    path), optional label. SteerpadError naming the file and the entry."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    from steerpad.realtime.bundle import KIT_NAME
+
+    try:
+        entries = tomllib.loads(Path(path).read_text()).get("kit")
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SteerpadError(f"--kit {path}: unreadable ({e}); give a TOML file of [[kit]] "
+                            "entries (name, file)") from None
+    if not isinstance(entries, list) or not entries:
+        raise SteerpadError(f"--kit {path}: no [[kit]] entries (each: name = ..., file = ...)")
+    seen = set()
+    for i, e in enumerate(entries):
+        where = f"--kit {path}: kit entry {i + 1}"
+        if not isinstance(e, dict) or set(e) - {"name", "file", "label"}:
+            raise SteerpadError(f"{where}: keys are name, file and label (optional)")
+        name, file = e.get("name"), e.get("file")
+        if not isinstance(name, str) or not KIT_NAME.match(name) or name in seen:
+            raise SteerpadError(f"{where}: name {name!r} must be unique letters, digits, '.', "
+                                "'_' or '-'")
+        if not isinstance(file, str) or not file.strip("/"):
+            raise SteerpadError(f"{where} ({name}): file must name a one-shot, e.g. "
+                                "\"MyKit/kick.wav\"")
+        seen.add(name)
+    return entries
+
+
+def stage_kit(plan: TrainPlan, store, vae) -> list[dict]:
+    """The kit file's clips from the store (as ingested: trimmed, resampled), encoded by the
+    VAE: export's kit entries. A file that matches no clip, or several, is refused."""
+    import numpy as np
+    import torch
+
+    if plan.kit is None:
+        return []
+    hop = vae.config.hop
+    kit = []
+    for e in read_kit_file(plan.kit):
+        tail = "/" + e["file"].strip("/")
+        hits = [r for r in store.records if Path(r.path).as_posix().endswith(tail)]
+        if len(hits) != 1:
+            what = "no clip in the store" if not hits else f"{len(hits)} clips"
+            raise SteerpadError(f"--kit {plan.kit}: {e['name']}: file {e['file']!r} matches "
+                                f"{what}; name a file under --data (more of its path if it is "
+                                "ambiguous)")
+        r = hits[0]
+        audio = np.ascontiguousarray(store.audio(r.id)[:, : r.frames * hop])
+        with torch.inference_mode():
+            z = vae.encode(torch.from_numpy(audio)[None].float())[0].numpy()
+        kit.append({"name": e["name"], "label": e.get("label", r.label), "latents": z,
+                    "source": r.path, "kit": r.kit})
+    return kit
+
+
+def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dict, source: str,
+                 kit: list[dict]):
     from steerpad.offline.export import export_bundle, load_steering
 
-    if (plan.out / "manifest.json").is_file() and not plan.force and \
-            (plan.work / "exported").is_file():
+    marker = plan.work / "exported"
+    stamp = json.dumps({"kit": [[e["name"], e["source"]] for e in kit]})
+    if (plan.out / "manifest.json").is_file() and not plan.force and marker.is_file() and \
+            marker.read_text().splitlines()[1:] == [stamp]:
         return
     metrics = {"sae": sae_metrics, "summary": plan.summary}
     provenance = {"data": [str(d) for d in plan.data], "vae": source,
                   "vae_steps": plan.vae_steps, "sae_steps": plan.sae_steps,
                   "command": "steerpad train", "work": str(plan.work)}
+    entries = [{"name": e["name"], "label": e["label"], "latents": e["latents"],
+                "source": f"{e['kit']}/{Path(e['source']).name}"} for e in kit]
     export_bundle(plan.out, vae, sae, load_steering(steering_dir), metrics=metrics,
-                  provenance=provenance, force=True)
-    (plan.work / "exported").write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+                  provenance=provenance, kit=entries, force=True)
+    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n" + stamp + "\n")
 
 
 def stage_eval(plan: TrainPlan, store) -> dict:
@@ -189,7 +256,8 @@ def train_bundle(plan: TrainPlan) -> dict:
     latents = stage_encode(plan, store, vae, source)
     sae, sae_metrics = stage_sae(plan, latents)
     steering_dir, _ = stage_steering(plan, store, latents, sae, vae)
-    stage_export(plan, vae, sae, steering_dir, sae_metrics, source)
+    kit = stage_kit(plan, store, vae)
+    stage_export(plan, vae, sae, steering_dir, sae_metrics, source, kit)
     stage_eval(plan, store)
     return plan.summary
 
@@ -233,6 +301,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation kits by name (default: 20%% of the kits, drawn)")
     parser.add_argument("--exact-duplicates-only", action="store_true",
                         help="ingest: link only exact copies across kits (see steerpad ingest)")
+    parser.add_argument("--kit", type=Path, default=None,
+                        help="kit file (TOML [[kit]] name + file): clips exported as kit entries")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -247,7 +317,9 @@ def run(args: argparse.Namespace) -> int:
                      eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
                      val_kits=args.val_kits, bins=args.bins, binning=args.binning,
                      ingest=EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {},
-                     progress=not args.no_progress)
+                     kit=args.kit, progress=not args.no_progress)
+    if plan.kit is not None:
+        read_kit_file(plan.kit)  # a bad kit file fails now, not after hours of training
     for d in plan.data:
         if not Path(d).is_dir():
             raise SteerpadError(f"--data {d}: not a folder")

@@ -23,7 +23,7 @@ from steerpad.offline.train_all import TrainPlan, train_bundle
 
 FIXTURE_VAE = Path(__file__).resolve().parent / "fixtures" / "synth_vae"
 VAL_KITS = ["synth_kit_6", "synth_kit_7"]
-FIXTURE_LABELS = ("hat", "snare", "cymbal", "clap")  # what the fixture VAE was trained on
+FIXTURE_LABELS = ("hat", "snare", "cymbal", "clap")  # noise-based kinds: brightness to steer
 # Synthetic kits are simple enough that ingest's near-duplicate test links hits across kits
 # (and so every kit into one split); these are independent renders: exact duplicates only.
 

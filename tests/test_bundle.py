@@ -112,6 +112,17 @@ def test_onnx_matches_torch(tiny, batch, frames):
         assert maxabs(b.decode(z.numpy()), tiny["vae"].decode(z)) < 1e-4
 
 
+def test_silence_and_near_silence_encode_to_finite_latents(tiny):
+    """The spectral front end takes log(max(power, eps)): a silent input (every real one-shot's
+    tail) must stay finite through onnxruntime too (an exported `log(power + eps)` lost its eps)."""
+    b = tiny["bundle"]
+    x = np.zeros((b.channels, 4 * b.hop), np.float32)
+    x[:, :100] = 0.5
+    for audio in (x, np.zeros_like(x)):
+        z = b.encode(audio)
+        assert np.isfinite(z).all() and np.isfinite(b.decode(z)).all()
+
+
 def test_encode_pads_to_whole_frames_and_accepts_unbatched(tiny):
     b, vae = tiny["bundle"], tiny["folded"]
     audio = 0.1 * torch.randn(2, 3 * b.hop - 100)

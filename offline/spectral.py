@@ -1,0 +1,83 @@
+"""STFT and inverse STFT as convolutions with fixed Fourier bases, for the spectral VAE
+(`OobleckConfig.stft_hop > 0`).
+
+Plain `Conv1d` / `ConvTranspose1d` arithmetic, so the models export to ONNX (which has no
+inverse STFT) and run on any provider. Window = 4 x hop (periodic Hann); frames are centred so
+that T samples give T / hop frames and back. Audio `[B, C, T]`; spectra `[B, C * bins, F]` with
+bins = window / 2 + 1, channels grouped (each audio channel has its own bins)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_LOG_MAGNITUDE = math.log(100.0)
+"""The head's log magnitudes are clipped here (Vocos does the same): one bin at 100 is already
+far above full scale, and an unbounded exp can overflow early in training."""
+
+
+def fourier_basis(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(analysis, synthesis) kernels `[2 * bins, n_fft]`: rows are cos then −sin of each bin.
+    Analysis carries the window; synthesis the window, the one-sided weights (1 for DC and
+    Nyquist, 2 else), 1/n_fft and the overlap-add normalisation for hop = n_fft / 4."""
+    bins = n_fft // 2 + 1
+    n = torch.arange(n_fft, dtype=torch.float64)
+    k = torch.arange(bins, dtype=torch.float64)
+    phase = 2 * math.pi * k[:, None] * n[None, :] / n_fft
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    cos, sin = torch.cos(phase), -torch.sin(phase)
+    analysis = torch.cat([cos, sin]) * window
+    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    weight[0] = weight[-1] = 1.0
+    ola = (window**2).sum() / (n_fft // 4)  # sum of window^2 over the overlapping frames: 1.5
+    # x[n] = 1/N sum_k w_k (Re X_k cos - Im X_k sin); the sin rows already hold the minus.
+    synthesis = torch.cat([cos * weight, sin * weight]) * window / (n_fft * ola)
+    return analysis.float(), synthesis.float()
+
+
+class STFTLogMagnitude(nn.Module):
+    """Audio `[B, C, T]` (T a multiple of hop) -> log magnitude `[B, C * bins, T / hop]`."""
+
+    def __init__(self, channels: int, hop: int, eps: float = 1e-8):
+        super().__init__()
+        self.channels, self.hop, self.n_fft, self.eps = channels, hop, 4 * hop, eps
+        self.bins = self.n_fft // 2 + 1
+        analysis, _ = fourier_basis(self.n_fft)
+        self.register_buffer("basis", analysis.repeat(channels, 1).unsqueeze(1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.n_fft - self.hop) // 2
+        spec = F.conv1d(F.pad(x, (pad, pad)), self.basis, stride=self.hop, groups=self.channels)
+        spec = spec.unflatten(1, (self.channels, 2, self.bins))
+        power = spec[:, :, 0] ** 2 + spec[:, :, 1] ** 2
+        # clamp, not "+ eps": the ONNX exporter folded a tiny added constant away (log(0) = -inf)
+        return 0.5 * torch.log(power.clamp_min(self.eps)).flatten(1, 2)
+
+
+class ISTFTHead(nn.Module):
+    """Features `[B, width, F]` -> audio `[B, C, F * hop]`: a conv predicts each bin's log
+    magnitude and phase, and an inverse STFT (a transposed conv) overlap-adds the frames."""
+
+    def __init__(self, width: int, channels: int, hop: int, conv: nn.Module | None = None):
+        super().__init__()
+        self.channels, self.hop, self.n_fft = channels, hop, 4 * hop
+        self.bins = self.n_fft // 2 + 1
+        self.conv = conv if conv is not None else nn.Conv1d(width, channels * 2 * self.bins, 7,
+                                                              padding=3)
+        _, synthesis = fourier_basis(self.n_fft)
+        self.register_buffer("basis", synthesis.repeat(channels, 1).unsqueeze(1), persistent=False)
+
+    def spectrum(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log magnitude, phase), each `[B, C, bins, F]`."""
+        y = self.conv(h).unflatten(1, (self.channels, 2, self.bins))
+        return y[:, :, 0].clamp(max=MAX_LOG_MAGNITUDE), y[:, :, 1]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        log_mag, phase = self.spectrum(h)
+        mag = torch.exp(log_mag)
+        spec = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2).flatten(1, 3)
+        return F.conv_transpose1d(spec, self.basis, stride=self.hop, groups=self.channels,
+                                  padding=(self.n_fft - self.hop) // 2)

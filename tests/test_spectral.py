@@ -1,0 +1,88 @@
+"""The spectral VAE's fixed-basis STFT / inverse STFT (offline/spectral.py) and the spectral
+Oobleck layout (OobleckConfig.stft_hop > 0)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config
+from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis
+
+
+def test_analysis_then_synthesis_reconstructs_the_signal():
+    hop = 64
+    n_fft = 4 * hop
+    analysis, synthesis = fourier_basis(n_fft)
+    x = torch.randn(2, 1, hop * 30, generator=torch.Generator().manual_seed(0))
+    pad = (n_fft - hop) // 2
+    spec = F.conv1d(F.pad(x, (pad, pad)), analysis[:, None], stride=hop)
+    y = F.conv_transpose1d(spec, synthesis[:, None], stride=hop, padding=pad)
+    assert spec.shape[-1] == 30 and y.shape == x.shape
+    inner = slice(n_fft, -n_fft)  # the edges lack overlapping frames
+    assert (y - x)[..., inner].abs().max() < 1e-5
+
+
+def test_log_magnitude_matches_torch_stft():
+    hop, sr = 64, 16000
+    t = torch.arange(hop * 20) / sr
+    x = torch.stack([torch.sin(2 * math.pi * 1000 * t), 0.5 * torch.sin(2 * math.pi * 3000 * t)])
+    front = STFTLogMagnitude(channels=2, hop=hop)
+    out = front(x[None])
+    assert out.shape == (1, 2 * front.bins, 20)
+    ref = torch.stft(x, 4 * hop, hop, window=torch.hann_window(4 * hop), center=True,
+                     pad_mode="constant", return_complex=True).abs()
+    # torch's centred frames are offset by (n_fft - hop) / 2 - n_fft / 2 = -hop / 2 samples;
+    # compare the frame-averaged spectra, which the offset does not change
+    mine = out[0].unflatten(0, (2, front.bins)).exp().mean(-1)
+    theirs = ref[..., 2:-2].mean(-1)
+    assert mine.argmax(-1).tolist() == theirs.argmax(-1).tolist() == [16, 48]
+    peaks = [(0, 16), (1, 48)]  # 1 kHz on the left, 3 kHz (half as loud) on the right
+    for c, k in peaks:
+        assert abs(float(mine[c, k] / theirs[c, k]) - 1) < 0.05  # edge frames see less signal
+
+
+def test_istft_head_gives_hop_samples_per_frame():
+    head = ISTFTHead(width=8, channels=2, hop=32)
+    y = head(torch.randn(3, 8, 7))
+    assert y.shape == (3, 2, 7 * 32)
+    log_mag, phase = head.spectrum(torch.randn(1, 8, 7) * 100)
+    assert log_mag.shape == phase.shape == (1, 2, head.bins, 7)
+    assert log_mag.max() <= math.log(100.0) + 1e-6  # clipped: exp cannot overflow
+
+
+def test_spectral_vae_shapes_init_level_and_folding():
+    cfg = OobleckConfig(name="spec", sample_rate=16000, audio_channels=2, channels=8,
+                        c_mults=[2, 4], strides=[2, 2], latent_dim=16, stft_hop=32,
+                        use_snake=False)
+    assert cfg.hop == 128
+    vae = OobleckVAE(cfg)
+    g = torch.Generator().manual_seed(1)
+    env = torch.exp(-torch.arange(cfg.hop * 8) / 600.0)
+    x = 0.3 * torch.randn(4, 2, cfg.hop * 8, generator=g) * env
+    vae.data_init_(x)
+    vae.eval()
+    with torch.no_grad():
+        z = vae.encode(x)
+        y = vae.decode(z)
+        assert z.shape == (4, 16, 8) and y.shape == x.shape
+        # data_init_ sets the head's level to the audio's, and the latents to unit spread
+        assert 0.5 < float(y.std() / x.std()) < 2.0
+        assert 0.5 < float(z.std()) < 2.0
+        folded = vae.folded_copy()
+        assert torch.allclose(folded.decode(z), y, atol=1e-5)
+    state = vae.state_dict()
+    assert not any("basis" in k for k in state)  # fixed bases are rebuilt, never stored
+
+
+def test_shipped_spectral_configs_and_validation():
+    for name in ("small", "tiny"):
+        cfg = get_config(name)
+        assert cfg.stft_hop == 256 and cfg.hop == 2048 and cfg.latent_dim == 64
+    with pytest.raises(ValueError, match="stft_hop"):
+        OobleckConfig(stft_hop=3)
+    with pytest.raises(ValueError, match="final_tanh"):
+        OobleckConfig(stft_hop=256, strides=[2, 4], c_mults=[2, 4], final_tanh=True)

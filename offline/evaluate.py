@@ -68,8 +68,9 @@ def knob_grid(alpha_min: float, alpha_max: float, points: int) -> np.ndarray:
 
 
 def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: int = 16,
-                    points: int = 4, log=print) -> dict:
-    """Measure every direction of the bundle on clips from `data`; write report.json + PNGs."""
+                    points: int = 4, log=print, only: list[str] | None = None) -> dict:
+    """Measure every direction of the bundle (or those named in `only`) on clips from `data`;
+    write report.json + PNGs."""
     from steerpad.realtime.bundle import load_bundle
 
     t0 = time.perf_counter()
@@ -78,6 +79,11 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     latents = [bundle.encode(audio)[0] for _, audio in clips]
     stds = {n: float(v["std"]) for n, v in bundle.manifest.get("descriptors", {}).items()}
     k = len(bundle.directions)
+    names = [d.name for d in bundle.directions]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle_path} "
+                            f"(it has {', '.join(names)})")
 
     def render(z: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         return bundle.render(z[None], alpha)[0]
@@ -88,10 +94,11 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     report: dict = {"bundle": str(bundle_path), "provider": bundle.provider,
                     "clips": [name for name, _ in clips], "directions": {}}
     identity = 0.0
-    for i, d in enumerate(bundle.directions):
+    chosen = [(i, d) for i, d in enumerate(bundle.directions) if only is None or d.name in only]
+    for n, (i, d) in enumerate(chosen):
         grid = knob_grid(d.alpha_min, d.alpha_max, points)
         result = sweep(render, latents, i, k, grid, bundle.sample_rate, bundle.hop,
-                       plain=plain if i == 0 else None)
+                       plain=plain if n == 0 else None)
         identity = max(identity, result.identity_max_abs)
         report["directions"][d.name] = direction_report(result, d.descriptor, stds)
         log(f"eval {d.name:<10} ({d.descriptor}): "
@@ -158,12 +165,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json + PNGs")
     parser.add_argument("--clips", type=int, default=16, help="one-shots to render")
     parser.add_argument("--points", type=int, default=4, help="knob positions per side")
+    parser.add_argument("--directions", nargs="+", default=None, metavar="NAME",
+                        help="evaluate only these directions (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.clips < 1 or args.points < 1:
         raise SteerpadError("--clips and --points must be >= 1")
-    report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, args.points)
+    report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, args.points,
+                             only=args.directions)
     print(f"eval: identity_max_abs={report['identity_max_abs']:.3g}; wrote {args.out}/report.json, "
           "response.png, drift.png")
     return 0

@@ -212,11 +212,13 @@ def export_torchscript(vae: OobleckVAE, sae: TopKSAE, directions: Tensor,
 # --- the bundle -----------------------------------------------------------------------------
 def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict, *, metrics: dict,
                   provenance: dict, kit: list[dict] | None = None, force: bool = False,
-                  max_frames: int = 32) -> Path:
+                  max_frames: int = 32, torchscript: bool = True) -> Path:
     """Write the bundle folder `out` (see the module docstring) and return it. `steering` is
     load_steering's dict; `kit` entries are {"name", "label", "latents": [D, N]} (N <= max_frames,
     the one-shot length in frames); metrics and provenance are JSON-able dicts recorded as given.
-    An existing `out` is replaced only with force=True, and only if it is a bundle."""
+    An existing `out` is replaced only with force=True, and only if it is a bundle.
+    torchscript=False leaves out the TorchScript copies (the realtime half never reads them;
+    the shipped default does, to stay within its size budget)."""
     out = Path(out)
     _check_target(out, force)
     if vae.config.latent_dim != sae.config.d_in:
@@ -231,7 +233,8 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         export_onnx(vae, sae, directions, tmp)
-        export_torchscript(vae, sae, directions, tmp)
+        if torchscript:
+            export_torchscript(vae, sae, directions, tmp)
         probes = {k: torch.as_tensor(v).detach().float().cpu().contiguous().numpy()
                   for k, v in steering["tensors"].items() if k.startswith("probe.")}
         from safetensors.numpy import save_file
@@ -297,7 +300,7 @@ def _manifest(folder: Path, vae: OobleckVAE, sae: TopKSAE, steering: dict, entri
         "metrics": metrics,
         "provenance": provenance,
         "onnx": onnx,
-        "torchscript": {name: f"{name}.pt" for name in MODELS},
+        "torchscript": {name: f"{name}.pt" for name in MODELS if (folder / f"{name}.pt").is_file()},
         "probes_file": "probes.safetensors",
         "kit": kit,
         "files": {p.relative_to(folder).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
@@ -330,6 +333,8 @@ def check_bundle(folder: str | Path, vae: OobleckVAE, sae: TopKSAE, directions: 
            "codes.onnx": _dense(code_values, code_indices, sae.config.n_features).numpy()}
     with _quiet(), torch.no_grad():
         for name in MODELS:
+            if not (folder / f"{name}.pt").is_file():  # exported without TorchScript
+                continue
             out = torch.jit.load(str(folder / f"{name}.pt"))(*inputs[name])
             got[f"{name}.pt"] = (_dense(*out, sae.config.n_features) if name == "codes" else out).numpy()
     errors = {}
@@ -422,6 +427,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=32, metavar="N",
                         help="one-shot length in latent frames (default 32)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument("--no-torchscript", action="store_true",
+                        help="leave out the TorchScript copies (*.pt; realtime never reads them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -442,7 +449,8 @@ def run(args: argparse.Namespace) -> int:
                   "steering": str(args.steering.resolve()), "sae_source": sae_record.get("source"),
                   "command": "steerpad export"}
     out = export_bundle(args.out, vae, sae, steering, metrics=metrics, provenance=provenance,
-                        force=args.force, max_frames=args.max_frames)
+                        force=args.force, max_frames=args.max_frames,
+                        torchscript=not args.no_torchscript)
     manifest = json.loads((out / "manifest.json").read_text())
     worst = max(manifest["export_check"]["max_abs_error"].values())
     names = ", ".join(d["name"] for d in manifest["directions"])

@@ -46,12 +46,15 @@ class STFTLogMagnitude(nn.Module):
         self.channels, self.hop, self.n_fft, self.eps = channels, hop, 4 * hop, eps
         self.bins = self.n_fft // 2 + 1
         analysis, _ = fourier_basis(self.n_fft)
-        self.register_buffer("basis", analysis.repeat(channels, 1).unsqueeze(1), persistent=False)
+        # one basis for every channel (channels folded into the batch): half the bytes of a
+        # grouped conv's repeated one, in the model files too
+        self.register_buffer("basis", analysis.unsqueeze(1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.n_fft - self.hop) // 2
-        spec = F.conv1d(F.pad(x, (pad, pad)), self.basis, stride=self.hop, groups=self.channels)
-        spec = spec.unflatten(1, (self.channels, 2, self.bins))
+        spec = F.conv1d(F.pad(x.flatten(0, 1).unsqueeze(1), (pad, pad)), self.basis,
+                        stride=self.hop)  # [B * C, 2 * bins, F]
+        spec = spec.unflatten(0, (x.shape[0], self.channels)).unflatten(2, (2, self.bins))
         power = spec[:, :, 0] ** 2 + spec[:, :, 1] ** 2
         # clamp, not "+ eps": the ONNX exporter folded a tiny added constant away (log(0) = -inf)
         return 0.5 * torch.log(power.clamp_min(self.eps)).flatten(1, 2)
@@ -68,7 +71,7 @@ class ISTFTHead(nn.Module):
         self.conv = conv if conv is not None else nn.Conv1d(width, channels * 2 * self.bins, 7,
                                                               padding=3)
         _, synthesis = fourier_basis(self.n_fft)
-        self.register_buffer("basis", synthesis.repeat(channels, 1).unsqueeze(1), persistent=False)
+        self.register_buffer("basis", synthesis.unsqueeze(1), persistent=False)
 
     def spectrum(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log magnitude, phase), each `[B, C, bins, F]`."""
@@ -78,6 +81,7 @@ class ISTFTHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         log_mag, phase = self.spectrum(h)
         mag = torch.exp(log_mag)
-        spec = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2).flatten(1, 3)
-        return F.conv_transpose1d(spec, self.basis, stride=self.hop, groups=self.channels,
-                                  padding=(self.n_fft - self.hop) // 2)
+        spec = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2)  # [B, C, 2, bins, F]
+        audio = F.conv_transpose1d(spec.flatten(0, 1).flatten(1, 2), self.basis, stride=self.hop,
+                                   padding=(self.n_fft - self.hop) // 2)  # [B * C, 1, T]
+        return audio.unflatten(0, (h.shape[0], self.channels)).squeeze(2)

@@ -47,6 +47,8 @@ class TrainPlan:
     kit: Path | None = None
     """A kit file (TOML, `[[kit]]` name + file; presets/default_kit.toml): clips of the store
     encoded into the bundle as its kit entries."""
+    torchscript: bool = True
+    """Also write the TorchScript copies of the models (*.pt) into the bundle."""
     force: bool = False
     progress: bool = True
     summary: dict[str, dict[str, float | str]] = field(default_factory=dict)
@@ -93,7 +95,15 @@ def stage_vae(plan: TrainPlan, store):
         _note(plan, "vae", source=source)
         return vae, source
     run = plan.work / "vae"
-    if not (run / "metrics.json").is_file():
+    done = json.loads((run / "metrics.json").read_text())["run/steps"] \
+        if (run / "metrics.json").is_file() else None
+    if done is None or done < plan.vae_steps:
+        if done is not None:  # train a finished VAE on: what was made from it goes stale
+            import shutil
+
+            for stale in ("latents", "sae", "steering"):
+                shutil.rmtree(plan.work / stale, ignore_errors=True)
+            (plan.work / "exported").unlink(missing_ok=True)
         resume = (run / "checkpoint.pt").is_file()
         train_vae(store, run, VAETrainConfig(model=plan.vae, steps=plan.vae_steps), resume=resume,
                   progress=plan.progress)
@@ -217,7 +227,8 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
     from steerpad.offline.export import export_bundle, load_steering
 
     marker = plan.work / "exported"
-    stamp = json.dumps({"kit": [[e["name"], e["source"]] for e in kit]})
+    stamp = json.dumps({"kit": [[e["name"], e["source"]] for e in kit],
+                        "torchscript": plan.torchscript})
     if (plan.out / "manifest.json").is_file() and not plan.force and marker.is_file() and \
             marker.read_text().splitlines()[1:] == [stamp]:
         return
@@ -228,7 +239,7 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
     entries = [{"name": e["name"], "label": e["label"], "latents": e["latents"],
                 "source": f"{e['kit']}/{Path(e['source']).name}"} for e in kit]
     export_bundle(plan.out, vae, sae, load_steering(steering_dir), metrics=metrics,
-                  provenance=provenance, kit=entries, force=True)
+                  provenance=provenance, kit=entries, force=True, torchscript=plan.torchscript)
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n" + stamp + "\n")
 
 
@@ -303,6 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ingest: link only exact copies across kits (see steerpad ingest)")
     parser.add_argument("--kit", type=Path, default=None,
                         help="kit file (TOML [[kit]] name + file): clips exported as kit entries")
+    parser.add_argument("--no-torchscript", action="store_true",
+                        help="leave the TorchScript copies (*.pt) out of the bundle")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -317,7 +330,8 @@ def run(args: argparse.Namespace) -> int:
                      eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
                      val_kits=args.val_kits, bins=args.bins, binning=args.binning,
                      ingest=EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {},
-                     kit=args.kit, progress=not args.no_progress)
+                     kit=args.kit, torchscript=not args.no_torchscript,
+                     progress=not args.no_progress)
     if plan.kit is not None:
         read_kit_file(plan.kit)  # a bad kit file fails now, not after hours of training
     for d in plan.data:

@@ -77,7 +77,13 @@ class VAETrainConfig:
     weight_decay: float = 1e-3
     """AdamW decoupled weight decay."""
     warmup_steps: int = 50
-    """Linear learning-rate warm-up; constant after it (the schedule depends on the step only)."""
+    """Linear learning-rate warm-up (the schedule depends on the step only)."""
+    decay_from: float = 0.5
+    """Share of `steps` after which the learning rate follows a half cosine down to
+    `lr * final_lr`; 1 = constant after the warm-up. At a constant 3e-4 the validation STFT
+    distance of the small model jumped by up to 50 % between evaluations late in training."""
+    final_lr: float = 0.1
+    """The learning rate at the last step, as a share of `lr`."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
     stft_weight: float = 1.0
@@ -134,6 +140,8 @@ class VAETrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if not 0 <= self.onset_prob <= 1 or not 0 <= self.preemphasis < 1:
             raise ValueError("onset_prob must be in [0, 1] and preemphasis in [0, 1)")
+        if not 0 <= self.decay_from <= 1 or not 0 < self.final_lr <= 1:
+            raise ValueError("decay_from must be in [0, 1] and final_lr in (0, 1]")
         if not 0 <= self.tail_prob <= 1 or self.onset_prob + self.tail_prob > 1:
             raise ValueError("tail_prob must be in [0, 1], and onset_prob + tail_prob <= 1")
         if not self.fft_sizes or any(n < 8 for n in self.fft_sizes):
@@ -242,7 +250,12 @@ def crop_samples(config: VAETrainConfig, model_config: OobleckConfig, whole: int
 
 
 def lr_at(cfg: VAETrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    start = cfg.decay_from * cfg.steps
+    if step <= start or cfg.decay_from >= 1:
+        return cfg.lr * warm
+    u = min(1.0, (step - start) / max(cfg.steps - start, 1))
+    return cfg.lr * warm * (cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * u)))
 
 
 # ----------------------------------------------------------------- the loop

@@ -1,9 +1,10 @@
 """`./scripts/demo`: bounces presets/demo.mid with models/default and presets/default.toml to
 out/demo.wav, writes its feature stream (out/demo.jsonl) and a picture of it (out/demo.png:
-waveform, spectrogram, knob lanes), prints where they are, and plays the bounce when an audio
-output device exists.
+waveform, spectrogram, knob lanes), prints where they are, and plays the performance live (the
+engine on the audio output, fed by the MIDI file in real time) when an output device exists.
 
-    python -m steerpad.realtime.demo [--out DIR] [--no-play] [--bundle B] [--preset P] [--midi M]
+    python -m steerpad.realtime.demo [--out DIR] [--no-play] [--audio-device D] [--bundle B] [--preset P]
+                                     [--midi M]
 """
 
 from __future__ import annotations
@@ -113,24 +114,72 @@ def plot(wav: Path, jsonl: Path, png: Path) -> Path:
     return png
 
 
-def play(wav: Path) -> str:
-    """Plays the bounce on the default output device; returns what happened, in words."""
+class PerformancePlayer:
+    """A performance (read_performance's (sample, event) list) as the engine's MIDI input
+    (Engine.attach_midi): drained at the start of each block, every event due before the
+    block's end, note-ons at their exact sample. Knob moves then re-render in the worker while
+    the pads play on, as when a hand turns them."""
+
+    def __init__(self, events: list, blocksize: int):
+        self.events, self.blocksize = events, blocksize
+        self.i, self.now = 0, 0
+
+    def drain(self, handle) -> None:
+        from steerpad.realtime.events import NoteOn
+
+        end = self.now + self.blocksize
+        while self.i < len(self.events) and self.events[self.i][0] < end:
+            when, event = self.events[self.i]
+            if isinstance(event, NoteOn):
+                handle(event, max(0, when - self.now))
+            else:
+                handle(event)
+            self.i += 1
+        self.now = end
+
+    @property
+    def done(self) -> bool:
+        return self.i >= len(self.events)
+
+
+def play_live(bundle_dir: Path, preset_path: Path, midi: Path, device=None,
+              tail_s: float = 2.0) -> dict:
+    """Plays the performance live: the engine on the audio output (sounddevice), fed by the
+    MIDI file in real time. Returns what happened: {"played": bool, "why" or "device",
+    "hits", "xruns", "callback_errors"}."""
+    import time
+
     try:
         import sounddevice as sd
-        import soundfile as sf
     except OSError as e:  # PortAudio missing
-        return f"not played (no audio library: {e})"
+        return {"played": False, "why": f"no audio library ({e})"}
     try:
-        device = sd.query_devices(kind="output")
+        info = sd.query_devices(device, kind="output")
     except (sd.PortAudioError, ValueError):
-        return "not played: no audio output device"
-    audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    try:
-        sd.play(audio, sr)
-        sd.wait()
-    except sd.PortAudioError as e:
-        return f"not played on {device['name']}: {e}"
-    return f"played on {device['name']}"
+        return {"played": False, "why": "no audio output device"}
+    from steerpad.realtime.bounce import read_performance
+    from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.live import LiveStream
+    from steerpad.realtime.presets import load_preset
+
+    bundle, preset = load_bundle(bundle_dir), load_preset(preset_path)
+    rate = int(info["default_samplerate"])
+    with Engine(bundle, preset, rate, 256) as engine:
+        if not engine.start(wait=120):
+            raise SteerpadError("demo: the first renders did not finish in time")
+        player = PerformancePlayer(read_performance(midi, rate, preset.controller.cc14), 256)
+        engine.attach_midi(player)
+        stream = LiveStream(engine, device)
+        stream.start()
+        try:
+            while not player.done:
+                time.sleep(0.05)
+            time.sleep(tail_s)
+        finally:
+            stream.close()
+        return {"played": True, "device": stream.device_name, "hits": engine.played,
+                "xruns": stream.xruns, "callback_errors": stream.callback_errors}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", type=Path, default=ROOT / "presets" / "default.toml")
     ap.add_argument("--midi", type=Path, default=ROOT / "presets" / "demo.mid")
     ap.add_argument("--out", type=Path, default=ROOT / "out")
-    ap.add_argument("--no-play", action="store_true", help="do not play the bounce")
+    ap.add_argument("--no-play", action="store_true", help="do not play the performance live")
+    ap.add_argument("--audio-device", default=None, help="output device (default: the system's)")
     args = ap.parse_args(argv)
     try:
         if not args.midi.is_file():
@@ -155,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  picture   {png}")
     print(f"  features  {jsonl}  (scripts/osc_monitor --replay {jsonl} sends them over OSC)")
     if not args.no_play:
-        print(f"  {play(wav)}")
+        print("  playing it live (Ctrl-C stops) ...")
+        try:
+            live = play_live(args.bundle, args.preset, args.midi, args.audio_device)
+        except SteerpadError as e:
+            print(f"steerpad demo: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        if live["played"]:
+            print(f"  played live on {live['device']}: {live['hits']} hits, {live['xruns']} xruns")
+        else:
+            print(f"  not played live: {live['why']}")
     return 0
 
 

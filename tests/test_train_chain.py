@@ -66,7 +66,13 @@ def test_brightness_knob_steers_held_out_drums(chain):
 def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
     """The CLI with a VAE trained in the run (a few steps: wiring, not quality)."""
     write_kits(tmp_path / "kits", n_kits=3, hits_per_kit=7, seed=11)
+    picked = sorted((tmp_path / "kits" / "synth_kit_0").glob("*.*"))
+    picked = [p for p in picked if p.suffix != ".xml"][:2]
+    kit = tmp_path / "kit.toml"
+    kit.write_text("".join(f'[[kit]]\nname = "pad{i}"\nfile = "synth_kit_0/{p.name}"\n\n'
+                           for i, p in enumerate(picked)))
     rc = main(["train", "--data", str(tmp_path / "kits"), "--out", str(tmp_path / "b"),
+               "--kit", str(kit),
                "--vae", "tiny", "--vae-steps", "3", "--sae-steps", "20", "--sae-features", "256",
                "--sae-k", "8", "--sae-batch", "256", "--calib-clips", "2", "--eval-clips", "2",
                "--knobs", "loudness", "--val-kits", "synth_kit_2", "--exact-duplicates-only",
@@ -80,6 +86,35 @@ def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
     assert [d.name for d in bundle.directions] == ["louder"]
     probe = bundle.manifest["probes"]["loudness"]
     assert probe["n_bins"] == 4 and probe["binning"] == "linear"
+    # the kit file's clips are the bundle's kit entries, encoded by its VAE
+    assert [e.name for e in bundle.kit] == ["pad0", "pad1"]
+    assert [e["source"] for e in bundle.manifest["kit"]] == [f"synth_kit_0/{p.name}" for p in picked]
+
+    # more --vae-steps trains the finished VAE on, and rebuilds what came from it
+    sae_before = (tmp_path / "b.work" / "sae" / "metrics.json").stat().st_mtime_ns
+    rc = main(["train", "--data", str(tmp_path / "kits"), "--out", str(tmp_path / "b"),
+               "--kit", str(kit), "--vae", "tiny", "--vae-steps", "4", "--sae-steps", "20",
+               "--sae-features", "256", "--sae-k", "8", "--sae-batch", "256", "--calib-clips", "2",
+               "--eval-clips", "2", "--knobs", "loudness", "--val-kits", "synth_kit_2",
+               "--exact-duplicates-only", "--bins", "4", "--binning", "linear", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    vae_metrics = json.loads((tmp_path / "b.work" / "vae" / "metrics.json").read_text())
+    assert vae_metrics["run/steps"] == 4
+    assert (tmp_path / "b.work" / "sae" / "metrics.json").stat().st_mtime_ns > sae_before
+    assert load_bundle(tmp_path / "b").manifest["provenance"]["vae_steps"] == 4
+
+    bad = tmp_path / "bad.toml"
+    for text, words in (('[[kit]]\nname = "x"\nfile = "nowhere.wav"\n', "matches no clip"),
+                        ('[[kit]]\nname = "a b"\nfile = "x.wav"\n', "name 'a b'"),
+                        ("kit = 3\n", "no [[kit]] entries"), ("[[kit]\n", "unreadable")):
+        bad.write_text(text)
+        rc = main(["train", "--data", str(tmp_path / "kits"), "--out", str(tmp_path / "b"),
+                   "--vae", "tiny", "--vae-steps", "3", "--sae-steps", "20", "--sae-features",
+                   "256", "--sae-k", "8", "--sae-batch", "256", "--knobs", "loudness",
+                   "--val-kits", "synth_kit_2", "--exact-duplicates-only", "--kit", str(bad),
+                   "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(bad) in err and words in err, err
 
     rc = main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "c")])
     assert rc == 2 and "--data" in capsys.readouterr().err

@@ -31,7 +31,9 @@ FFT = (512, 256, 128, 64)  # crops of 4 x 256 samples fit a 512-point STFT
 
 
 def _config(**kw) -> VAETrainConfig:
-    base = {"steps": 6, "batch": 2, "crop_frames": 4, "lr": 3e-3, "warmup_steps": 2,
+    # decay_from=1: a constant rate after the warm-up, so a run extended to more steps follows
+    # the curve of one planned that long (a decay's shape depends on the planned length)
+    base = {"steps": 6, "batch": 2, "crop_frames": 4, "lr": 3e-3, "warmup_steps": 2, "decay_from": 1.0,
             "fft_sizes": FFT, "ckpt_every": 2, "eval_every": 3, "eval_clips": 2, "threads": 1}
     return VAETrainConfig(**{**base, **kw})
 
@@ -63,6 +65,20 @@ def test_config_validation():
         VAETrainConfig(kl_weight=-1.0)
     with pytest.raises(ValueError, match="stereo"):
         VAETrainConfig(stereo="left")
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_its_floor():
+    from steerpad.offline.vae_train import lr_at
+
+    c = VAETrainConfig(steps=1000, lr=1e-3, warmup_steps=10, decay_from=0.6, final_lr=0.1)
+    lrs = [lr_at(c, s) for s in range(1000)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == lrs[600] == pytest.approx(1e-3)
+    tail = lrs[600:]
+    assert all(a >= b for a, b in zip(tail, tail[1:]))  # monotone down
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
+    assert lr_at(VAETrainConfig(steps=100, decay_from=1.0), 99) == VAETrainConfig().lr
+    with pytest.raises(ValueError, match="final_lr"):
+        VAETrainConfig(final_lr=0.0)
 
 
 def test_crops_start_at_the_onset_or_early_in_the_sound():

@@ -66,10 +66,10 @@ def test_brightness_knob_steers_held_out_drums(chain):
 def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
     """The CLI with a VAE trained in the run (a few steps: wiring, not quality)."""
     write_kits(tmp_path / "kits", n_kits=3, hits_per_kit=7, seed=11)
-    picked = sorted((tmp_path / "kits" / "synth_kit_0").glob("*.*"))
+    picked = sorted((tmp_path / "kits" / "synth_kit_1").glob("*.*"))
     picked = [p for p in picked if p.suffix != ".xml"][:2]
     kit = tmp_path / "kit.toml"
-    kit.write_text("".join(f'[[kit]]\nname = "pad{i}"\nfile = "synth_kit_0/{p.name}"\n\n'
+    kit.write_text("".join(f'[[kit]]\nname = "pad{i}"\nfile = "synth_kit_1/{p.name}"\n\n'
                            for i, p in enumerate(picked)))
     rc = main(["train", "--data", str(tmp_path / "kits"), "--out", str(tmp_path / "b"),
                "--kit", str(kit),
@@ -78,8 +78,8 @@ def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
                "--knobs", "loudness", "--val-kits", "synth_kit_2", "--exact-duplicates-only",
                "--bins", "4", "--binning", "linear",
                "--no-progress"])
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
     assert "steerpad train" in out and "bundle:" in out
     assert (tmp_path / "b.work" / "vae" / "vae" / "config.json").is_file()
     bundle = load_bundle(tmp_path / "b")
@@ -88,7 +88,7 @@ def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
     assert probe["n_bins"] == 4 and probe["binning"] == "linear"
     # the kit file's clips are the bundle's kit entries, encoded by its VAE
     assert [e.name for e in bundle.kit] == ["pad0", "pad1"]
-    assert [e["source"] for e in bundle.manifest["kit"]] == [f"synth_kit_0/{p.name}" for p in picked]
+    assert [e["source"] for e in bundle.manifest["kit"]] == [f"synth_kit_1/{p.name}" for p in picked]
 
     # more --vae-steps trains the finished VAE on, and rebuilds what came from it
     sae_before = (tmp_path / "b.work" / "sae" / "metrics.json").stat().st_mtime_ns

@@ -114,9 +114,17 @@ class Sender:
         self.client.connect(self.port, ports[0])
         return ports[0]
 
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Deactivate and close the client, waiting at most `timeout` s: once, under load, the
+        dummy server never answered a deactivate (a test run hung in jack_deactivate after the
+        test itself had passed), so the client is left behind rather than the caller."""
+        def shut() -> None:
+            self.client.deactivate()
+            self.client.close()
+
+        closer = threading.Thread(target=shut, name="jack-sender-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
 
 
 class Recorder:

@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from steerpad.offline.sao_weights import load_vae_state
-from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude
+from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, head_channels
 from steerpad.realtime.errors import SteerpadError
 
 
@@ -251,9 +251,9 @@ class OobleckDecoder(nn.Module):
                                        config.use_snake))
         layers.append(_act(config.use_snake, widths[0]))
         if config.stft_hop:
-            bins = 2 * config.stft_hop + 1
-            conv = _wn_conv(widths[0], config.audio_channels * 2 * bins, 7, padding=3)
-            layers.append(ISTFTHead(widths[0], config.audio_channels, config.stft_hop, conv))
+            conv = _wn_conv(widths[0], head_channels(config.audio_channels, config.stft_hop), 7,
+                            padding=3)
+            layers.append(ISTFTHead(conv, config.audio_channels, config.stft_hop))
         else:
             layers += [_wn_conv(widths[0], config.audio_channels, 7, padding=3, bias=False),
                        nn.Tanh() if config.final_tanh else nn.Identity()]

@@ -60,16 +60,22 @@ class STFTLogMagnitude(nn.Module):
         return 0.5 * torch.log(power.clamp_min(self.eps)).flatten(1, 2)
 
 
-class ISTFTHead(nn.Module):
-    """Features `[B, width, F]` -> audio `[B, C, F * hop]`: a conv predicts each bin's log
-    magnitude and phase, and an inverse STFT (a transposed conv) overlap-adds the frames."""
+def head_channels(channels: int, hop: int) -> int:
+    """Output channels of the conv feeding an ISTFTHead: log magnitude and phase of every bin
+    of every audio channel."""
+    return channels * 2 * (2 * hop + 1)
 
-    def __init__(self, width: int, channels: int, hop: int, conv: nn.Module | None = None):
+
+class ISTFTHead(nn.Module):
+    """Features `[B, width, F]` -> audio `[B, C, F * hop]`: `conv` (width -> head_channels(C,
+    hop)) predicts each bin's log magnitude and phase, and an inverse STFT (a transposed conv)
+    overlap-adds the frames."""
+
+    def __init__(self, conv: nn.Module, channels: int, hop: int):
         super().__init__()
         self.channels, self.hop, self.n_fft = channels, hop, 4 * hop
         self.bins = self.n_fft // 2 + 1
-        self.conv = conv if conv is not None else nn.Conv1d(width, channels * 2 * self.bins, 7,
-                                                              padding=3)
+        self.conv = conv
         _, synthesis = fourier_basis(self.n_fft)
         self.register_buffer("basis", synthesis.unsqueeze(1), persistent=False)
 

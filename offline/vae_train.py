@@ -65,10 +65,6 @@ class VAETrainConfig:
     onset_prob: float = 0.5
     """Share of crops that start at the onset (sample 0); the rest start at u² · (last start that
     keeps a quarter of the crop sounding), u uniform, i.e. biased to the early, loud part."""
-    tail_prob: float = 0.0
-    """Share of crops that start anywhere in the clip, the tail and the silent padding included:
-    without them a decoder never learns that a silent latent decodes to silence (the spectral
-    model then hums under every tail)."""
     lr: float = 3e-4
     """AdamW learning rate (Stable Audio Open's autoencoder uses 1.5e-4; the small spectral model
     trains stably at 3e-4)."""
@@ -142,8 +138,6 @@ class VAETrainConfig:
             raise ValueError("onset_prob must be in [0, 1] and preemphasis in [0, 1)")
         if not 0 <= self.decay_from <= 1 or not 0 < self.final_lr <= 1:
             raise ValueError("decay_from must be in [0, 1] and final_lr in (0, 1]")
-        if not 0 <= self.tail_prob <= 1 or self.onset_prob + self.tail_prob > 1:
-            raise ValueError("tail_prob must be in [0, 1], and onset_prob + tail_prob <= 1")
         if not self.fft_sizes or any(n < 8 for n in self.fft_sizes):
             raise ValueError(f"fft_sizes must be non-empty sizes >= 8, got {self.fft_sizes}")
         if self.stereo not in ("mid_side", "per_channel", "mono"):
@@ -158,21 +152,15 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def sample_crops(clips: np.ndarray, sounding: np.ndarray, batch: int, crop: int,
-                 onset_prob: float, rng: np.random.Generator, tail_prob: float = 0.0) -> np.ndarray:
+                 onset_prob: float, rng: np.random.Generator) -> np.ndarray:
     """Onset-biased random crops. `clips [N, C, T]`, `sounding [N]` (sounding samples per clip)
     -> `[batch, C, crop]`. One-shots hold most of their energy right after the onset at sample 0,
-    so uniform crops would be mostly silence; a `tail_prob` share start uniformly anywhere."""
+    so uniform crops would be mostly silence."""
     n, _, t = clips.shape
     out = np.empty((batch, clips.shape[1], crop), np.float32)
     for b, i in enumerate(rng.integers(n, size=batch)):
         last = max(0, min(t - crop, int(sounding[i]) - crop // 4))
-        u = rng.random()
-        if u < onset_prob:
-            start = 0
-        elif u < onset_prob + tail_prob:
-            start = int(rng.integers(t - crop + 1))
-        else:
-            start = int(rng.random() ** 2 * (last + 1))
+        start = 0 if rng.random() < onset_prob else int(rng.random() ** 2 * (last + 1))
         out[b] = clips[i, :, start:start + crop]
     return out
 
@@ -319,8 +307,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
     model = OobleckVAE(model_config).to(device)
     if ckpt is None and config.data_init:  # a fresh model: gains and biases from the data
         rng = np.random.default_rng([config.seed, INIT_STREAM])
-        init = sample_crops(train_audio, train_sounding, INIT_CROPS, crop, config.onset_prob, rng,
-                            config.tail_prob)
+        init = sample_crops(train_audio, train_sounding, INIT_CROPS, crop, config.onset_prob, rng)
         model.data_init_(torch.from_numpy(init).to(device))
     loss_fn = VAELoss(config).to(device)
     # validation reports the standard distance whatever the training loss' balance
@@ -359,7 +346,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
             # All randomness of this step comes from (seed, step): crops and the posterior sample.
             seed = step_seed(config.seed, step)
             x = sample_crops(train_audio, train_sounding, config.batch, crop, config.onset_prob,
-                             np.random.default_rng(seed), config.tail_prob)
+                             np.random.default_rng(seed))
             x = torch.from_numpy(x).to(device)
             torch.manual_seed(seed)
             for group in opt.param_groups:
@@ -471,7 +458,6 @@ _OPTIONS = (
     ("wave-weight", float, "pre-emphasised waveform L1 weight"),
     ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
     ("onset-prob", float, "share of crops starting at the onset"),
-    ("tail-prob", float, "share of crops starting anywhere, silent tail included"),
     ("ckpt-every", int, "checkpoint every N steps"), ("eval-every", int, "validate every N steps"),
     ("eval-clips", int, "validation clips per evaluation"), ("seed", int, "random seed"),
     ("threads", int, "torch CPU threads"))

@@ -82,6 +82,35 @@ def bounce(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]], samp
     return out, counters
 
 
+def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]], out: Path,
+                    sample_rate: int = 48000, blocksize: int = 256, subtype: str = "FLOAT",
+                    features: Path | None = None, sender=None,
+                    rate: float = oscfeed.DEFAULT_RATE, label: str = "render"):
+    """bounce() with a progress bar, written to the WAV `out` (atomically) and the feature frames
+    to `features` (JSON lines) and/or `sender` (OSC) -> (audio, counters, the FeatureFile or
+    None). A failed render leaves no partial files."""
+    from rich.progress import Progress
+
+    file = None if features is None else oscfeed.FeatureFile(features)
+    feed = None if file is None and sender is None else oscfeed.BounceFeed(rate, file, sender)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(label, total=None)
+            audio, counters = bounce(bundle, preset, events, sample_rate, blocksize, on_block=feed,
+                                     progress=lambda done, n: bar.update(task, completed=done, total=n))
+    except BaseException:
+        if file is not None:
+            file.abort()
+        raise
+    if file is not None:
+        file.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
+    tmp.replace(out)
+    return audio, counters, file
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("performance", type=Path, help="a standard MIDI file (.mid)")
     parser.add_argument("--bundle", type=Path, required=True, help="the bundle folder")
@@ -108,30 +137,15 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     preset = load_preset(args.preset)
     events = read_performance(args.performance, args.sample_rate, preset.controller.cc14)
-    file = None if args.features is None else oscfeed.FeatureFile(args.features)
-    feed = None if file is None and sender is None else oscfeed.BounceFeed(rate, file, sender)
-    from rich.progress import Progress
-
-    try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("render", total=None)
-            audio, counters = bounce(bundle, preset, events, args.sample_rate, args.blocksize, on_block=feed,
-                                     progress=lambda done, n: bar.update(task, completed=done, total=n))
-    except BaseException:
-        if file is not None:
-            file.abort()
-        raise
+    audio, counters, file = bounce_to_files(bundle, preset, events, args.out, args.sample_rate,
+                                            args.blocksize, args.subtype, args.features, sender,
+                                            rate)
     if file is not None:
-        file.close()
         print(f"wrote {args.features}: {file.frames} feature frames at {rate:g} Hz")
     if sender is not None:
         sender.close()
         print(f"sent {sender.sent} OSC messages to {sender}"
               + (f", {sender.errors} not sent ({sender.last_error})" if sender.errors else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    sf.write(str(tmp), audio, args.sample_rate, subtype=args.subtype, format="WAV")
-    tmp.replace(args.out)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     print(f"wrote {args.out}: {audio.shape[0] / args.sample_rate:.2f} s, {len(events)} events, "
           f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS, {counters['renders']} renders"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.events import NoteOn
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 48000
@@ -24,34 +25,16 @@ SAMPLE_RATE = 48000
 
 def render(bundle_dir: Path, preset_path: Path, midi: Path, out: Path) -> tuple[Path, Path, dict]:
     """The bounce and its feature frames: (wav, jsonl, counters)."""
-    import soundfile as sf
-
-    from steerpad.realtime import oscfeed
-    from steerpad.realtime.bounce import bounce, read_performance
+    from steerpad.realtime.bounce import bounce_to_files, read_performance
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
 
     bundle = load_bundle(bundle_dir)
     preset = load_preset(preset_path)
     events = read_performance(midi, SAMPLE_RATE, preset.controller.cc14)
-    out.mkdir(parents=True, exist_ok=True)
     wav, jsonl = out / "demo.wav", out / "demo.jsonl"
-    file = oscfeed.FeatureFile(jsonl)
-    feed = oscfeed.BounceFeed(oscfeed.DEFAULT_RATE, file, None)
-    from rich.progress import Progress
-
-    try:
-        with Progress(transient=True) as bar:
-            task = bar.add_task("demo: rendering", total=None)
-            audio, counters = bounce(bundle, preset, events, SAMPLE_RATE, 256, on_block=feed,
-                                     progress=lambda d, n: bar.update(task, completed=d, total=n))
-    except BaseException:
-        file.abort()
-        raise
-    file.close()
-    tmp = wav.with_name(wav.name + ".tmp")
-    sf.write(str(tmp), audio, SAMPLE_RATE, subtype="FLOAT", format="WAV")
-    tmp.replace(wav)
+    audio, counters, _ = bounce_to_files(bundle, preset, events, wav, SAMPLE_RATE,
+                                         features=jsonl, label="demo: rendering")
     counters["seconds"] = audio.shape[0] / SAMPLE_RATE
     counters["events"] = len(events)
     counters["peak_dbfs"] = float(20 * np.log10(max(float(np.abs(audio).max()), 1e-9)))
@@ -124,9 +107,7 @@ class PerformancePlayer:
         self.events, self.blocksize = events, blocksize
         self.i, self.now = 0, 0
 
-    def drain(self, handle) -> None:
-        from steerpad.realtime.events import NoteOn
-
+    def drain(self, handle) -> None:  # in the audio callback
         end = self.now + self.blocksize
         while self.i < len(self.events) and self.events[self.i][0] < end:
             when, event = self.events[self.i]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config
-from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis
+from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis, head_channels
 
 
 def test_analysis_then_synthesis_reconstructs_the_signal():
@@ -46,7 +46,7 @@ def test_log_magnitude_matches_torch_stft():
 
 
 def test_istft_head_gives_hop_samples_per_frame():
-    head = ISTFTHead(width=8, channels=2, hop=32)
+    head = ISTFTHead(torch.nn.Conv1d(8, head_channels(2, 32), 7, padding=3), channels=2, hop=32)
     y = head(torch.randn(3, 8, 7))
     assert y.shape == (3, 2, 7 * 32)
     log_mag, phase = head.spectrum(torch.randn(1, 8, 7) * 100)

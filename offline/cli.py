@@ -1,13 +1,17 @@
 """The `steerpad` command. Each subcommand lives in its own module with `add_arguments(parser)`
-and `run(args) -> int`; only the chosen one is imported, so realtime commands never load torch."""
+and `run(args) -> int`; only the chosen one is imported, so realtime commands never load torch.
+
+Exit codes: 0 done, 1 a runtime failure (RuntimeFailure, the system refusing a file, a bug),
+2 bad input or usage (SteerpadError, argparse), 130 Ctrl-C. Every failure is one line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 
 # name -> (module, one-line help). Two-word names are subcommands of a group ("train sae").
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +46,9 @@ def _pick(argv: list[str]) -> tuple[str, list[str]] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # file names need not be UTF-8: print them escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -62,12 +69,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
+    except RuntimeFailure as e:
+        return _fail(str(e), 1)
     except SteerpadError as e:
-        print(f"steerpad: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), 2)
     except KeyboardInterrupt:
         print("steerpad: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the system said no: a full disk, a read-only or vanished path
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}; free space or choose another path", 1)
+    except MemoryError:
+        return _fail(f"`steerpad {name}` ran out of memory; use smaller inputs", 1)
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
+        if os.environ.get("STEERPAD_DEBUG"):
+            raise
+        return _fail(f"internal error in `steerpad {name}`: {type(e).__name__}: {e} (please report "
+                     "it; STEERPAD_DEBUG=1 shows the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    """Print one line for the user, whatever the message holds (newlines, undecodable names)."""
+    line = " ".join(message.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
+    print(f"steerpad: error: {line}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -183,10 +183,14 @@ def describe_clips(clips: np.ndarray | list[np.ndarray], sample_rate: int, hop: 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        # The first clip here, before any worker starts: it compiles librosa's numba kernels
+        # into numba's on-disk cache once. Workers compiling them at the same time write that
+        # cache concurrently, and a process that later loads the torn cache segfaults.
+        first = _describe_one(jobs[0])
         # spawn, not fork: the caller may have torch (and its threads) loaded
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
-            results = list(pool.map(_describe_one, jobs, chunksize=8))
+        with ProcessPoolExecutor(min(workers, len(jobs) - 1), mp_context=ctx) as pool:
+            results = [first, *pool.map(_describe_one, jobs[1:], chunksize=8)]
     for i, (v, s) in enumerate(results):
         values[i], sounding[i] = v, s
     return values, sounding

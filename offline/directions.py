@@ -180,6 +180,10 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
     its directions.json content."""
     from safetensors.torch import save_file
 
+    from steerpad.realtime.outputs import claim_output, mark_run
+
+    out_dir = Path(out_dir)
+    claim_output(out_dir, "run", resume=True)  # refused before hours of work, not after
     sae.eval()
     vae.fold_weight_norm().eval()
     tables = frame_tables(store, latents, vae if config.describe == "reconstruction" else None,
@@ -205,8 +209,7 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
     polarity = torch.tensor([float(e["polarity"]) for e in entries])
     dirs = dirs * polarity[:, None]  # oriented so +α raises the descriptor on decoded audio
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_run(out_dir, "steering")
     tensors = {"directions": dirs.contiguous()}
     for name, p in probes.items():
         tensors[f"probe.{name}.weight"] = p.weight.contiguous()

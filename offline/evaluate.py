@@ -29,6 +29,7 @@ import numpy as np
 
 from steerpad.offline.steer_eval import DESC_NAMES, direction_report, sweep
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.outputs import claim_output, mark_run
 
 
 def read_clips(dirs: list[Path], bundle, max_clips: int, log=print) -> list[tuple[str, np.ndarray]]:
@@ -74,6 +75,7 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     from steerpad.realtime.bundle import load_bundle
 
     t0 = time.perf_counter()
+    claim_output(out, "run", inputs=[bundle_path, *data], resume=True)
     bundle = load_bundle(bundle_path)
     clips = read_clips(data, bundle, max_clips, log)
     latents = [bundle.encode(audio)[0] for _, audio in clips]
@@ -107,7 +109,7 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     report["identity_max_abs"] = identity
     report["seconds"] = time.perf_counter() - t0
     report["descriptor_order"] = list(DESC_NAMES)
-    out.mkdir(parents=True, exist_ok=True)
+    mark_run(out, "eval")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_report(report, out)
     return report

@@ -44,6 +44,7 @@ from steerpad.realtime.bundle import (
     sha256,
 )
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.outputs import claim_output
 
 OPSET = 18
 TRACE_BATCH, TRACE_FRAMES = 2, 4
@@ -359,15 +360,8 @@ def _dense(values: Tensor, indices: Tensor, n_features: int) -> Tensor:
     return out.scatter_(2, indices.long(), values)
 
 
-def _check_target(out: Path, force: bool) -> None:
-    if not (out.exists() or out.is_symlink()):
-        return
-    if not force:
-        raise SteerpadError(f"{out}: already exists; pass --force to replace it")
-    if out.is_symlink() or not out.is_dir() or not ((out / "manifest.json").is_file()
-                                                    or not any(out.iterdir())):
-        raise SteerpadError(f"{out}: exists and is not a steerpad bundle, so --force will not replace "
-                            "it; remove it yourself or choose another --out")
+def _check_target(out: Path, force: bool, inputs: tuple = ()) -> None:
+    claim_output(out, "bundle", inputs=inputs, force=force)
 
 
 def _install(tmp: Path, out: Path, force: bool) -> None:
@@ -435,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
     from steerpad.offline.oobleck import load_vae
     from steerpad.offline.sae import load_sae
 
+    _check_target(args.out, args.force, (args.vae, args.sae, args.steering))
     vae, sae = load_vae(args.vae), load_sae(args.sae)
     steering = load_steering(args.steering)
     sae_record = json.loads((args.sae / "config.json").read_text()).get("training") or {}

@@ -17,7 +17,9 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -44,7 +46,8 @@ from steerpad.offline.labels import (
     kit_units,
     read_drumkit,
 )
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.outputs import claim_output, os_reason
 
 # IngestConfig overrides that keep only exact duplicates (cosine and correlation of 1).
 EXACT_DUPLICATES_ONLY = {"dup_spectral": 1.0, "dup_corr": 1.0}
@@ -82,7 +85,7 @@ def load_clip(path: str | Path, config: IngestConfig) -> tuple[np.ndarray, dict]
     if path.stat().st_size == 0:
         raise SkipFile("empty", "empty file (0 bytes)")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: any file name, UTF-8 or not
             rate, cin = f.samplerate, f.channels
             x = f.read(frames=int(config.max_read_s * rate), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as e:
@@ -91,6 +94,14 @@ def load_clip(path: str | Path, config: IngestConfig) -> tuple[np.ndarray, dict]
         raise SkipFile("empty", "no audio samples")
     if not np.isfinite(x).all():
         raise SkipFile("nan", "contains NaN or inf samples")
+    peak = float(np.abs(x).max())
+    if peak > 10 ** (config.max_peak_db / 20):
+        raise SkipFile("level", f"peak {20 * math.log10(peak):+.1f} dBFS is beyond any audio "
+                                f"level (> {config.max_peak_db:+g} dBFS); normalise the file")
+    ac = float(np.abs(x - x.mean(axis=0)).max())
+    if peak >= 10 ** (config.min_peak_db / 20) and ac < 10 ** (config.min_peak_db / 20):
+        raise SkipFile("dc", f"no sound: a constant level ({20 * math.log10(peak):+.1f} dBFS DC) "
+                             "with no AC content")
     x = _to_channels(x, config.channels)
     if rate != config.sample_rate:
         import soxr
@@ -146,22 +157,54 @@ def _work(job: tuple[str, IngestConfig]) -> dict:
 
 # ---------------------------------------------------------------- folders, kits, labels
 
-def find_files(dirs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, input folder) for every audio file, sorted within each folder; a file reached
-    twice (overlapping inputs) is listed once."""
-    seen, out = set(), []
+def find_files(dirs: list[Path], skipped: list[tuple[Path, str, str]] | None = None
+               ) -> list[tuple[Path, Path]]:
+    """(file, input folder) for every audio file, sorted within each folder. Symlinks are
+    followed, but each real folder is walked once and each real file listed once (overlapping
+    inputs, links to a parent). Only regular files are listed: a FIFO, a device, a dangling link
+    or a link loop named like audio goes to `skipped` as (path, kind, reason) instead."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set()
+    out = []
     for root in dirs:
         for d, subdirs, names in os.walk(root, followlinks=True):
+            try:
+                st = os.stat(d)
+            except OSError:
+                subdirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen_dirs:  # a link back to a folder already walked
+                subdirs[:] = []
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
             subdirs.sort()
             for name in sorted(names):
                 p = Path(d) / name
                 if name.startswith(".") or p.suffix.lower() not in AUDIO_SUFFIXES:
                     continue
-                key = p.resolve()
-                if key not in seen:
-                    seen.add(key)
+                try:
+                    st = os.stat(p)
+                except OSError as e:  # dangling link, link loop, no permission
+                    if skipped is not None:
+                        skipped.append((p, "unreadable", f"cannot read: {os_reason(e)}"))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    if skipped is not None:
+                        skipped.append((p, "not_a_file", f"not a regular file ({_file_type(st)})"))
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
                     out.append((p, root))
     return out
+
+
+def _file_type(st: os.stat_result) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return name
+    return "not a plain file"
 
 
 def _kit_folder(path: Path, root: Path) -> Path:
@@ -229,8 +272,8 @@ class _Source:
     """(kit folder, instrument index, instrument name) from drumkit.xml."""
 
 
-def _plan(dirs: list[Path]) -> list[_Source]:
-    found = find_files(dirs)
+def _plan(dirs: list[Path], skipped: list[tuple[Path, str, str]]) -> list[_Source]:
+    found = find_files(dirs, skipped)
     kit_dirs = [_kit_folder(p, root) for p, root in found]
     kit_name = _kit_names(sorted(set(kit_dirs), key=lambda f: (f.name, str(f))))
     drumkits: dict[Path, dict] = {}
@@ -297,16 +340,19 @@ def ingest(dirs: list[Path], out: Path, config: IngestConfig, force: bool = Fals
     for d in dirs:
         if not d.is_dir():
             raise SteerpadError(f"input folder {d} does not exist or is not a folder")
-    if out.exists() and not force:
-        raise SteerpadError(f"{out} already exists; pass --force to replace it")
+    claim_output(out, "store", inputs=dirs, force=force)
     dirs = [d.resolve() for d in dirs]
-    sources = _plan(dirs)
-    summary = IngestSummary(files=len(sources))
+    skipped: list[tuple[Path, str, str]] = []
+    sources = _plan(dirs, skipped)
+    summary = IngestSummary(files=len(sources) + len(skipped))
+    for path, kind, reason in skipped:
+        _skip(summary, path, kind, reason)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:
+        raise SteerpadError(f"--out {out}: cannot write in {out.parent} ({os_reason(e)}); choose "
+                            "a writable place") from None
     try:
         rows, prints, shards = _read(sources, config, tmp, summary, progress)
         if not rows:
@@ -331,6 +377,10 @@ def ingest(dirs: list[Path], out: Path, config: IngestConfig, force: bool = Fals
                 "summary": asdict(summary), "shards": shards}
         (tmp / "store.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         replace_folder(tmp, out)
+    except OSError as e:  # the store's own writes: a full disk, a vanished folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeFailure(f"--out {out}: writing the store failed ({os_reason(e)}); free some "
+                             "space (is the disk full?) or choose another --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

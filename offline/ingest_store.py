@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -43,6 +44,9 @@ class IngestConfig:
     """Kept before the first sample above `trim_db`, so a soft attack is not cut."""
     min_peak_db: float = -70.0
     """Files whose peak is below this (dBFS) are skipped as silent."""
+    max_peak_db: float = 24.0
+    """Files whose peak is above this (dBFS) are skipped: no recording or float render of a
+    drum sits 16 times over full scale, and such a level would wreck training."""
     min_length_s: float = 0.005
     """Files with less sound than this after trimming are skipped."""
     fade_s: float = 0.01
@@ -75,6 +79,7 @@ class IngestConfig:
             (self.hop >= 1 and self.frames >= 1, "hop and frames must be >= 1"),
             (self.silence_db < 0 and self.trim_db < 0, "silence_db and trim_db must be < 0 dB"),
             (self.min_peak_db < 0, "min_peak_db must be < 0 dBFS"),
+            (0 <= self.max_peak_db <= 60, "max_peak_db must be in [0, 60] dBFS"),
             (self.pre_roll_s >= 0 and self.fade_s >= 0, "pre_roll_s and fade_s must be >= 0"),
             (self.min_length_s > 0, "min_length_s must be > 0"),
             (self.max_read_s * self.sample_rate >= self.frames * self.hop,
@@ -136,7 +141,8 @@ class IngestSummary:
     clips: int = 0
     """Clips stored."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Skip reason kind -> count (empty, unreadable, nan, silent, too_short, duplicate, other)."""
+    """Skip reason kind -> count (empty, unreadable, not_a_file, nan, level, dc, silent, too_short,
+    duplicate, other)."""
     skipped_files: list[dict] = field(default_factory=list)
     """{"path", "kind", "reason"} per skipped file."""
     labels: dict[str, int] = field(default_factory=dict)
@@ -188,19 +194,21 @@ class ShardWriter:
 
 
 def replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished temp folder to `out`; an old store is removed only after that."""
+    """Move the finished temp folder to `out`; an old store (checked by the caller: only a store
+    is ever replaced) is removed only after that."""
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
+    if out.exists():  # a store: ingest's claim_output checked its marker
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / "store")
     try:
         os.replace(tmp, out)
     except OSError:
         if old is not None:
-            os.replace(old, out)
+            os.replace(old / "store", out)
+            old.rmdir()
         raise
     if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------- reading a store

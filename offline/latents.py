@@ -26,6 +26,7 @@ import numpy as np
 
 from steerpad.offline.ingest_store import ClipRecord
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.outputs import claim_output
 
 FORMAT = "steerpad-latents-1"
 
@@ -160,6 +161,7 @@ def encode_store(store: Any, vae: Any, out: str | Path, *, vae_source: str = "",
         raise SteerpadError(f"encode: --batch and --shard-size must be >= 1, got {batch} and "
                             f"{shard_size}")
     out = Path(out)
+    claim_output(out, "latents", inputs=[p for p in [getattr(store, "path", None)] if p], resume=True)
     check_compatible(store, vae.config, f"encode {out}")
     vae.fold_weight_norm().eval().to(device)
     records = sorted(store.records, key=lambda r: r.id)

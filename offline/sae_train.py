@@ -23,6 +23,7 @@ from tqdm import tqdm
 from steerpad.offline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from steerpad.offline.sae import SAEConfig, TopKSAE, save_sae
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.outputs import claim_output, mark_run
 
 MIN_TRAIN_VECTORS = 128
 MIN_VAL_VECTORS = 16
@@ -178,6 +179,7 @@ def train_sae(train: np.ndarray, val: np.ndarray, config: SAETrainConfig, out_di
     per_epoch = n // batch
     dead_after = config.sae.dead_after or n  # silent for about one epoch
     out_dir = Path(out_dir)
+    claim_output(out_dir, "run", resume=True)
     ckpt_path = out_dir / "checkpoint.pt"
 
     model = TopKSAE(config.sae, torch.from_numpy(mean), torch.from_numpy(std), seed=config.seed)
@@ -204,6 +206,7 @@ def train_sae(train: np.ndarray, val: np.ndarray, config: SAETrainConfig, out_di
                                                ck["seconds"])
         fvu_sum, aux_sum, n_sum = ck["acc"]
         set_rng_state(ck["rng"])
+    mark_run(out_dir, "sae")
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {
@@ -352,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
     from steerpad.offline.latents import LatentStore
 
     store = LatentStore.open(args.latents)
+    claim_output(args.out, "run", inputs=[args.latents], resume=True)
     train, val = store.frames("train"), store.frames("val")
     try:
         config = SAETrainConfig(

@@ -101,8 +101,11 @@ def stage_vae(plan: TrainPlan, store):
         if done is not None:  # train a finished VAE on: what was made from it goes stale
             import shutil
 
+            from steerpad.realtime.outputs import kind_of
+
             for stale in ("latents", "sae", "steering"):
-                shutil.rmtree(plan.work / stale, ignore_errors=True)
+                if kind_of(plan.work / stale) is not None:  # only what steerpad wrote there
+                    shutil.rmtree(plan.work / stale)
             (plan.work / "exported").unlink(missing_ok=True)
         resume = (run / "checkpoint.pt").is_file()
         train_vae(store, run, VAETrainConfig(model=plan.vae, steps=plan.vae_steps), resume=resume,
@@ -258,9 +261,12 @@ def stage_eval(plan: TrainPlan, store) -> dict:
 
 
 def train_bundle(plan: TrainPlan) -> dict:
-    plan.work.mkdir(parents=True, exist_ok=True)
-    if plan.out.exists() and not (plan.out / "manifest.json").is_file():
-        raise SteerpadError(f"--out {plan.out}: exists and is not a bundle; choose another path")
+    from steerpad.realtime.outputs import claim_output, mark_run
+
+    # A rerun replaces the bundle it made; the work folder is resumed.
+    claim_output(plan.out, "bundle", inputs=plan.data, force=True)
+    claim_output(plan.work, "run", option="--work", inputs=plan.data, resume=True)
+    mark_run(plan.work, "train")
     vae_config = _vae_config(plan)
     store = stage_ingest(plan, vae_config)
     vae, source = stage_vae(plan, store)

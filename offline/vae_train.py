@@ -37,6 +37,7 @@ from steerpad.offline.losses import (
 from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.offline.plots import plot_curves
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.outputs import claim_output, mark_run
 
 if TYPE_CHECKING:
     from steerpad.offline.ingest import IngestStore
@@ -165,12 +166,19 @@ def sample_crops(clips: np.ndarray, sounding: np.ndarray, batch: int, crop: int,
     return out
 
 
-def load_split(store: IngestStore, split: str,
-               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Clips of a split -> (audio `[N, C, T]`, sounding samples `[N]`); `limit` picks evenly."""
+def _split_ids(store: IngestStore, split: str, limit: int | None = None) -> list[int]:
+    """The ids load_split reads: all of `split`, or `limit` of them picked evenly."""
     ids = list(store.ids(split))
     if limit is not None and len(ids) > limit:
         ids = [ids[int(j)] for j in np.linspace(0, len(ids) - 1, limit).round()]
+    return ids
+
+
+def load_split(store: IngestStore, split: str,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of a split -> (audio `[N, C, T]`, sounding samples `[N]`); `limit` picks evenly.
+    SteerpadError naming the clip if one holds non-finite samples or an absurd level."""
+    ids = _split_ids(store, split, limit)
     by_id = {r.id: r for r in store.records}
     hop = store.config.hop
     if not ids:
@@ -178,6 +186,12 @@ def load_split(store: IngestStore, split: str,
         return empty, np.zeros(0, np.int64)
     audio = np.stack([store.audio(i) for i in ids]).astype(np.float32, copy=False)
     sounding = np.array([by_id[i].frames * hop for i in ids], np.int64)
+    limit = 10 ** (store.config.max_peak_db / 20)
+    for j in np.flatnonzero(~(np.abs(audio).max(axis=(1, 2)) <= limit)):  # NaN fails <= too
+        r = by_id[ids[j]]
+        raise SteerpadError(f"{store.path}: clip {r.id} ({r.path}) holds non-finite samples or a "
+                            f"level over {store.config.max_peak_db:+g} dBFS; re-ingest the store "
+                            "(ingest now skips such files) or remove that file")
     return audio, sounding
 
 
@@ -224,6 +238,17 @@ def evaluate(model: OobleckVAE, audio: np.ndarray, stft: MultiResolutionSTFTLoss
         snr += snr_db(x_hat, x).tolist()
     model.train(was_training)
     return {"stft/val": float(np.mean(dist)), "snr_db/val": float(np.mean(snr))}
+
+
+def _worst_clip(model: OobleckVAE, store: IngestStore, audio: np.ndarray, ids: list[int],
+                stft: MultiResolutionSTFTLoss) -> str:
+    """Which validation clip makes the metrics non-finite, as advice for the error message."""
+    by_id = {r.id: r for r in store.records}
+    for j, i in enumerate(ids):
+        if not all(math.isfinite(v) for v in evaluate(model, audio[j:j + 1], stft).values()):
+            return (f"clip {i} ({by_id[i].path}) reconstructs to non-finite audio; remove it and "
+                    "re-ingest, or resume from the last checkpoint")
+    return "the model's output is not finite; resume from the last checkpoint with a lower --lr"
 
 
 def crop_samples(config: VAETrainConfig, model_config: OobleckConfig, whole: int = 0) -> int:
@@ -278,6 +303,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         from steerpad.offline.ingest import IngestStore
 
         store = IngestStore.open(Path(store))
+    claim_output(out_dir, "run", inputs=[store.path], resume=True)
     ckpt_path = out_dir / "checkpoint.pt"
     if not resume and ckpt_path.exists():
         raise SteerpadError(f"{out_dir} already holds a training run; pass --resume to continue it "
@@ -302,6 +328,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         raise SteerpadError(f"{store.path}: no training clips; ingest more kits or lower "
                             "--val-fraction")
     val_audio, _ = load_split(store, "val", config.eval_clips)
+    val_ids = _split_ids(store, "val", config.eval_clips)
 
     torch.manual_seed(config.seed)
     model = OobleckVAE(model_config).to(device)
@@ -335,8 +362,13 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
 
     def validate(step: int) -> None:
         if len(val_audio) and not any(s == step for s, _ in history.get("stft/val", [])):
-            log(step, evaluate(model, val_audio, val_stft))
+            metrics = evaluate(model, val_audio, val_stft)
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise SteerpadError(f"train vae: validation gave {metrics} at step {step}: "
+                                    f"{_worst_clip(model, store, val_audio, val_ids, val_stft)}")
+            log(step, metrics)
 
+    mark_run(out_dir, "vae")
     model.train()
     bar = _tqdm(total=config.steps, initial=start, desc="train vae", unit="step",
                 disable=not progress)

@@ -11,8 +11,10 @@
       kit/<name>.npy       pad latents [D, N] float32
 
 `load_bundle(path)` checks everything it can before any audio is made (schema, field types,
-file hashes, the ONNX models' shapes against the manifest) and refuses a bundle it cannot play
-with a one-line SteerpadError naming the bundle and the field or file. numpy + onnxruntime only:
+every number against its range in LIMITS, file hashes, the kit's and probes' headers, the ONNX
+models' shapes against the manifest) and refuses a bundle it cannot play with a one-line
+SteerpadError naming the bundle and the field or file. manifest.json's size and nesting are
+capped before it is parsed. numpy + onnxruntime (+ safetensors for the probes' header) only:
 the `Bundle` methods run on a render worker thread, never in the audio callback.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,6 +38,38 @@ SCHEMA_VERSION = 1
 MODELS = ("encoder", "decoder", "steer", "codes")
 KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Kit entry names double as file names (kit/<name>.npy)."""
+
+MANIFEST_MAX_BYTES = 2 << 20
+"""manifest.json is refused above this size (the shipped default's is ~27 kB), before it is read."""
+MANIFEST_MAX_DEPTH = 32
+"""... and above this nesting of objects and lists (the default's is 4), before it is parsed."""
+LIMITS: dict[str, tuple[int, int]] = {
+    "audio.sample_rate": (8000, 384000),
+    "audio.channels": (1, 8),
+    "audio.hop": (1, 1 << 16),
+    "audio.max_frames": (1, 1 << 16),
+    "latent.dim": (1, 4096),
+    "sae.n_features": (1, 1 << 20),
+    "sae.k": (1, 4096),
+}
+"""The manifest's whole-number fields and the range each must lie in."""
+MAX_SOUND_SECONDS = 60
+"""A pad's longest sound, audio.max_frames x audio.hop samples, in seconds at audio.sample_rate."""
+MAX_SOUND_SAMPLES = 1 << 24
+"""... and in samples over all channels (64 MiB of float32)."""
+VALUE_LIMIT = 1e6
+"""|x| cap on latent-space numbers: latent.mean, latent.std, alpha ranges, kit latents."""
+STD_MIN = 1e-6
+"""latent.std's floor (the SAE divides by it)."""
+DESCRIPTOR_LIMIT = 1e12
+"""|x| cap on the descriptors' mean and std (Hz, dB, ratios: far below this)."""
+MAX_DIRECTIONS = 256
+MAX_KIT = 1024
+MAX_NAME = 200
+"""Longest direction / descriptor / unit / kit name or label, in characters."""
+MAX_PROBE_BINS = 1024
+MAX_INT_DIGITS = 100
+"""A JSON integer longer than this is refused while parsing (no field needs a tenth of it)."""
 
 
 @dataclass(frozen=True)
@@ -63,33 +98,48 @@ def parse_directions(entries: Any, where: str, fix: str) -> list[Direction]:
     """Check a directions list (manifest.json `directions`, or a steering folder's) and return it
     as Directions. `where` prefixes error messages (e.g. "bundle x: manifest.json directions"),
     `fix` ends them (what to do)."""
-    if not isinstance(entries, list) or not entries:
-        raise SteerpadError(f"{where} must be a non-empty list, got {_short(entries)}; {fix}")
+    if not isinstance(entries, list):
+        raise SteerpadError(f"{where} must be a list, got {_short(entries)}; {fix}")
+    if not 1 <= len(entries) <= MAX_DIRECTIONS:
+        raise SteerpadError(f"{where} has {len(entries)} entries; 1 to {MAX_DIRECTIONS} are allowed; {fix}")
     out, seen = [], set()
     for i, e in enumerate(entries):
         at = f"{where}[{i}]"
         if not isinstance(e, dict):
             raise SteerpadError(f"{at} must be an object, got {_short(e)}; {fix}")
         for key in ("name", "descriptor"):
-            if not isinstance(e.get(key), str) or not e[key]:
-                raise SteerpadError(f"{at}.{key} must be a non-empty string, got {_short(e.get(key))}; {fix}")
+            check_string(e.get(key), f"{at}.{key}", fix)
         if e["name"] in seen:
             raise SteerpadError(f"{at}.name {e['name']!r} is a duplicate: direction names must be "
                                 f"unique; {fix}")
         seen.add(e["name"])
         unit = e.get("unit", "")
-        if not isinstance(unit, str):
-            raise SteerpadError(f"{at}.unit must be a string, got {_short(unit)}; {fix}")
+        check_string(unit, f"{at}.unit", fix, empty=True)
+        # the knob's centre is alpha = 0 (untouched), its ends alpha_min and alpha_max
         lo, hi = e.get("alpha_min"), e.get("alpha_max")
-        for key, v in (("alpha_min", lo), ("alpha_max", hi)):
-            if not _is_number(v):
-                raise SteerpadError(f"{at}.{key} must be a finite number, got {_short(v)}; {fix}")
+        check_number(lo, -VALUE_LIMIT, 0.0, f"{at}.alpha_min", fix)
+        check_number(hi, 0.0, VALUE_LIMIT, f"{at}.alpha_max", fix)
         if not lo < hi:
             raise SteerpadError(f"{at}: alpha_min {lo} must be below alpha_max {hi}; {fix}")
         if e.get("polarity") not in (1, -1) or isinstance(e.get("polarity"), bool):
             raise SteerpadError(f"{at}.polarity must be 1 or -1, got {_short(e.get('polarity'))}; {fix}")
         out.append(Direction(e["name"], e["descriptor"], unit, float(lo), float(hi), int(e["polarity"])))
     return out
+
+
+def check_number(v: Any, lo: float, hi: float, what: str, fix: str, whole: bool = False) -> None:
+    """Raise `<what> must be a [whole] number from lo to hi, got v; <fix>` unless v is a JSON
+    number (not a bool; an int when `whole`) in [lo, hi]: the one range check of every number."""
+    if not (_is_int(v) if whole else _is_number(v)) or not lo <= v <= hi:
+        kind = "a whole number" if whole else "a number"
+        raise SteerpadError(f"{what} must be {kind} from {_num(lo)} to {_num(hi)}, got {_short(v)}; {fix}")
+
+
+def check_string(v: Any, what: str, fix: str, empty: bool = False) -> None:
+    """Raise unless v is a string of at most MAX_NAME characters (and not empty, unless `empty`)."""
+    if not isinstance(v, str) or not (0 if empty else 1) <= len(v) <= MAX_NAME:
+        kind = "a string" if empty else "a non-empty string"
+        raise SteerpadError(f"{what} must be {kind} of at most {MAX_NAME} characters, got {_short(v)}; {fix}")
 
 
 class Bundle:
@@ -180,6 +230,7 @@ def load_bundle(path: str | Path, providers: list[str] | None = None, verify_has
     directions = check.fields(manifest)
     check.files(manifest, verify_hashes)
     kit = check.kit(manifest)
+    check.probes(manifest)
     sessions = _sessions(path, manifest, providers, intra_op_threads)
     check.models(manifest, sessions, len(directions))
     return Bundle(path, manifest, sessions, directions, kit)
@@ -226,6 +277,8 @@ class _Checker:
         return SteerpadError(f"bundle {self.path}: {what}; {fix}")
 
     def manifest(self) -> dict[str, Any]:
+        """manifest.json, read only when small enough and parsed only when shallow enough, as
+        strict JSON (no NaN / Infinity, no integer of more than MAX_INT_DIGITS digits)."""
         where = "point at a bundle folder written by `steerpad export`"
         if not self.path.is_dir():
             raise self.fail("not a folder", where)
@@ -233,9 +286,26 @@ class _Checker:
         if not file.is_file():
             raise self.fail("manifest.json is missing", where)
         try:
-            manifest = json.loads(file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise self.fail(f"manifest.json is not valid JSON ({e})") from None
+            with open(file, "rb") as f:
+                data = f.read(MANIFEST_MAX_BYTES + 1)
+        except OSError as e:
+            raise self.fail(f"manifest.json is not readable ({e.strerror or e})",
+                            "check its permissions, or copy the bundle again") from None
+        if len(data) > MANIFEST_MAX_BYTES:
+            raise self.fail(f"manifest.json is larger than {MANIFEST_MAX_BYTES >> 20} MiB, the most a "
+                            "manifest may be (an exported one is tens of kB)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise self.fail(f"manifest.json is not valid JSON (not UTF-8 text: {e.reason} at byte "
+                            f"{e.start})") from None
+        if _json_depth(text, MANIFEST_MAX_DEPTH) > MANIFEST_MAX_DEPTH:
+            raise self.fail(f"manifest.json nests objects and lists more than {MANIFEST_MAX_DEPTH} "
+                            "levels deep (an exported one nests 4)")
+        try:
+            manifest = json.loads(text, parse_constant=_no_constant, parse_int=_parse_int)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            raise self.fail(f"manifest.json is not valid JSON ({_one_line(e)})") from None
         if not isinstance(manifest, dict):
             raise self.fail(f"manifest.json must hold an object, got {_short(manifest)}")
         if manifest.get("schema") != SCHEMA:
@@ -249,38 +319,72 @@ class _Checker:
                             f"(this one reads {SCHEMA_VERSION})", "upgrade steerpad")
         return manifest
 
-    def get(self, manifest: dict, dotted: str, kind: str) -> Any:
-        """manifest[a][b]... checked against `kind`: pos_int, int, str, dict, list, numbers."""
+    def at(self, manifest: dict, dotted: str) -> Any:
+        """manifest[a][b]... for dotted = "a.b...", refused when missing or under a non-object."""
         value: Any = manifest
-        for key in dotted.split("."):
-            if not isinstance(value, dict) or key not in value:
+        keys = dotted.split(".")
+        for i, key in enumerate(keys):
+            if not isinstance(value, dict):
+                raise self.fail(f"manifest.json {'.'.join(keys[:i])} must be an object, got {_short(value)}")
+            if key not in value:
                 raise self.fail(f"manifest.json {dotted} is missing")
             value = value[key]
-        ok = {"pos_int": lambda v: _is_int(v) and v > 0, "str": lambda v: isinstance(v, str) and v,
-              "dict": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list),
-              "numbers": lambda v: isinstance(v, list) and all(_is_number(x) for x in v)}[kind]
+        return value
+
+    def get(self, manifest: dict, dotted: str, kind: str) -> Any:
+        """manifest[a][b]... checked against `kind`: str, dict, list."""
+        value = self.at(manifest, dotted)
+        ok = {"str": lambda v: isinstance(v, str) and v, "dict": lambda v: isinstance(v, dict),
+              "list": lambda v: isinstance(v, list)}[kind]
         if not ok(value):
-            what = {"pos_int": "a positive integer", "str": "a non-empty string", "dict": "an object",
-                    "list": "a list", "numbers": "a list of finite numbers"}[kind]
+            what = {"str": "a non-empty string", "dict": "an object", "list": "a list"}[kind]
             raise self.fail(f"manifest.json {dotted} must be {what}, got {_short(value)}")
         return value
 
+    def number(self, manifest: dict, dotted: str, lo: float, hi: float, whole: bool = False) -> Any:
+        """manifest[a][b]..., a number in [lo, hi] (a whole one when `whole`)."""
+        value = self.at(manifest, dotted)
+        check_number(value, lo, hi, f"bundle {self.path}: manifest.json {dotted}", self.FIX, whole)
+        return value
+
+    def numbers(self, manifest: dict, dotted: str, n: int, lo: float, hi: float) -> list:
+        """manifest[a][b]..., a list of n numbers, each in [lo, hi]."""
+        values = self.get(manifest, dotted, "list")
+        if len(values) != n:
+            raise self.fail(f"manifest.json {dotted} has {len(values)} values, latent.dim is {n}")
+        for i, v in enumerate(values):
+            check_number(v, lo, hi, f"bundle {self.path}: manifest.json {dotted}[{i}]", self.FIX)
+        return values
+
     def fields(self, m: dict) -> list[Direction]:
-        for key in ("audio.sample_rate", "audio.channels", "audio.hop", "audio.max_frames",
-                    "latent.dim", "sae.n_features", "sae.k"):
-            self.get(m, key, "pos_int")
+        for key, (lo, hi) in LIMITS.items():
+            self.number(m, key, lo, hi, whole=True)
+        audio, sae = m["audio"], m["sae"]
+        samples = audio["max_frames"] * audio["hop"]
+        if samples > MAX_SOUND_SECONDS * audio["sample_rate"] \
+                or samples * audio["channels"] > MAX_SOUND_SAMPLES:
+            raise self.fail(f"manifest.json audio.max_frames x audio.hop is {samples} samples "
+                            f"({samples / audio['sample_rate']:.1f} s at audio.sample_rate, x "
+                            f"{audio['channels']} audio.channels); a pad's sound may be at most "
+                            f"{MAX_SOUND_SECONDS} s and {MAX_SOUND_SAMPLES} samples over all channels")
         dim = m["latent"]["dim"]
-        for key in ("latent.mean", "latent.std"):
-            if len(self.get(m, key, "numbers")) != dim:
-                raise self.fail(f"manifest.json {key} has {len(m['latent'][key.split('.')[1]])} values, "
-                                f"latent.dim is {dim}")
-        if any(s <= 0 for s in m["latent"]["std"]):
-            raise self.fail("manifest.json latent.std must be positive")
-        if m["sae"]["k"] > m["sae"]["n_features"]:
-            raise self.fail(f"manifest.json sae.k ({m['sae']['k']}) must not exceed sae.n_features "
-                            f"({m['sae']['n_features']})")
+        self.numbers(m, "latent.mean", dim, -VALUE_LIMIT, VALUE_LIMIT)
+        self.numbers(m, "latent.std", dim, STD_MIN, VALUE_LIMIT)
+        if sae["k"] > sae["n_features"]:
+            raise self.fail(f"manifest.json sae.k ({sae['k']}) must not exceed sae.n_features "
+                            f"({sae['n_features']})")
+        if not isinstance(sae.get("level_pair", True), bool):
+            raise self.fail(f"manifest.json sae.level_pair must be true or false, got "
+                            f"{_short(sae['level_pair'])}")
         for key in ("probes", "descriptors", "metrics", "provenance", "files"):
             self.get(m, key, "dict")
+        for name, d in m["descriptors"].items():
+            at = f"manifest.json descriptors.{_short(name)}"
+            if not isinstance(d, dict):
+                raise self.fail(f"{at} must be an object, got {_short(d)}")
+            for key, lo in (("mean", -DESCRIPTOR_LIMIT), ("std", 0.0)):
+                if key in d:
+                    check_number(d[key], lo, DESCRIPTOR_LIMIT, f"bundle {self.path}: {at}.{key}", self.FIX)
         for model in MODELS:
             self.get(m, f"onnx.{model}.file", "str")
         for model in ("encoder", "decoder", "steer"):
@@ -295,54 +399,111 @@ class _Checker:
         if len(inputs) != 2 or not all(isinstance(s, str) and s for s in inputs):
             raise self.fail(f"manifest.json onnx.steer.inputs must name 2 inputs (latents, alpha), "
                             f"got {_short(inputs)}")
+        self.get(m, "probes_file", "str")
+        kit = self.get(m, "kit", "list")
+        if len(kit) > MAX_KIT:
+            raise self.fail(f"manifest.json kit has {len(kit)} entries, at most {MAX_KIT} are allowed")
         seen: set[str] = set()
-        for i, e in enumerate(self.get(m, "kit", "list")):
+        for i, e in enumerate(kit):
             at = f"manifest.json kit[{i}]"
             if not (isinstance(e, dict) and isinstance(e.get("name"), str) and KIT_NAME.match(e["name"])
-                    and isinstance(e.get("file"), str)):
-                raise self.fail(f"{at} must be an object with a file-safe name and a file, got {_short(e)}")
+                    and len(e["name"]) <= MAX_NAME and isinstance(e.get("file"), str)):
+                raise self.fail(f"{at} must be an object with a file-safe name (at most {MAX_NAME} "
+                                f"characters) and a file, got {_short(e)}")
             if e["name"] in seen:
                 raise self.fail(f"{at}.name {e['name']!r} is a duplicate")
             seen.add(e["name"])
+            if "label" in e:
+                check_string(e["label"], f"bundle {self.path}: {at}.label", self.FIX, empty=True)
         return parse_directions(m.get("directions"), f"bundle {self.path}: manifest.json directions",
                                 self.FIX)
 
     def files(self, m: dict, verify_hashes: bool) -> None:
         listed = m["files"]
         needed = [m["onnx"][model]["file"] for model in MODELS]
-        needed += [e["file"] for e in m["kit"]]
+        needed += [e["file"] for e in m["kit"]] + [m["probes_file"]]
         for rel in needed:
             if rel not in listed:
                 raise self.fail(f"manifest.json files does not list {rel!r}")
         for rel, info in listed.items():
             p = PurePosixPath(rel)
             if p.is_absolute() or ".." in p.parts or not p.parts:
-                raise self.fail(f"manifest.json files lists {rel!r}, which is outside the bundle")
-            if not (isinstance(info, dict) and _is_int(info.get("bytes"))
+                raise self.fail(f"manifest.json files lists {_short(rel)}, which is outside the bundle")
+            if any(ord(c) < 32 or c == "\x7f" for c in rel):  # names that would break a message line
+                raise self.fail(f"manifest.json files lists {_short(rel)}, a name with control characters")
+            if not (isinstance(info, dict) and _is_int(info.get("bytes")) and info["bytes"] >= 0
                     and isinstance(info.get("sha256"), str) and len(info["sha256"]) == 64):
-                raise self.fail(f"manifest.json files[{rel!r}] must be {{\"sha256\": hex, \"bytes\": n}}, "
-                                f"got {_short(info)}")
+                raise self.fail(f"manifest.json files[{_short(rel)}] must be "
+                                f"{{\"sha256\": hex, \"bytes\": n}}, got {_short(info)}")
             file = self.path / rel
             if not file.is_file():
                 raise self.fail(f"{rel} is missing (listed in manifest.json files)",
                                 "re-export the bundle or copy it again")
-            if file.stat().st_size != info["bytes"] or (verify_hashes and sha256(file) != info["sha256"]):
+            try:
+                bad = (file.stat().st_size != info["bytes"]
+                       or (verify_hashes and sha256(file) != info["sha256"]))
+            except OSError as e:
+                raise self.fail(f"{rel} is not readable ({e.strerror or e})",
+                                "check its permissions, or copy the bundle again") from None
+            if bad:
                 raise self.fail(f"{rel} is corrupt (its size or SHA-256 does not match manifest.json "
                                 "files)", "re-export the bundle or copy it again")
 
     def kit(self, m: dict) -> list[KitEntry]:
+        dim, frames = m["latent"]["dim"], m["audio"]["max_frames"]
+        want = f"finite float32 latents [D={dim}, N <= {frames}] with |x| <= {_num(VALUE_LIMIT)}"
         kit = []
         for e in m["kit"]:
+            rel = e["file"]
+            # the header first: its dtype and shape bound what np.load would allocate
             try:
-                z = np.load(self.path / e["file"], allow_pickle=False)
+                with open(self.path / rel, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in ((1, 0), (2, 0)):
+                        raise ValueError(f"unsupported .npy format version {version}")
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                    data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+            except Exception as err:  # noqa: BLE001 -- numpy's header parser raises ValueError, TokenError...
+                raise self.fail(f"{rel} is not a readable .npy file ({_one_line(err)})") from None
+            if dtype != np.float32 or len(shape) != 2 or shape[0] != dim or not 1 <= shape[1] <= frames:
+                raise self.fail(f"{rel} must hold {want}, got {dtype} {list(shape)}")
+            if data_bytes != 4 * shape[0] * shape[1]:
+                raise self.fail(f"{rel} holds {data_bytes} bytes of data, its header says "
+                                f"{4 * shape[0] * shape[1]} ([{shape[0]}, {shape[1]}] float32)")
+            try:
+                z = np.load(self.path / rel, allow_pickle=False)
             except (OSError, ValueError) as err:
-                raise self.fail(f"{e['file']} is not a readable .npy file ({err})") from None
-            if z.dtype != np.float32 or z.ndim != 2 or z.shape[0] != m["latent"]["dim"] \
-                    or not 1 <= z.shape[1] <= m["audio"]["max_frames"] or not np.isfinite(z).all():
-                raise self.fail(f"{e['file']} must hold finite float32 latents [D={m['latent']['dim']}, "
-                                f"N <= {m['audio']['max_frames']}], got {z.dtype} {list(z.shape)}")
-            kit.append(KitEntry(e["name"], str(e.get("label", e["name"])), z))
+                raise self.fail(f"{rel} is not a readable .npy file ({_one_line(err)})") from None
+            if not (np.isfinite(z).all() and np.abs(z).max() <= VALUE_LIMIT):
+                raise self.fail(f"{rel} must hold {want}, it has values beyond that")
+            kit.append(KitEntry(e["name"], str(e.get("label", e["name"])), np.ascontiguousarray(z)))
         return kit
+
+    def probes(self, m: dict) -> None:
+        """probes.safetensors: a readable header (safetensors checks its size and the tensors'
+        offsets against the file) and each probe a float32 weight [bins, sae.n_features] with a
+        bias [bins]. Only the header is read; realtime/probes.py loads the tensors."""
+        from safetensors import safe_open
+
+        rel, n_features = m["probes_file"], m["sae"]["n_features"]
+        try:
+            with safe_open(str(self.path / rel), framework="numpy") as f:
+                tensors = {k: (f.get_slice(k).get_dtype(), list(f.get_slice(k).get_shape()))
+                           for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 -- safetensors raises its own SafetensorError
+            raise self.fail(f"{rel} is not a readable safetensors file ({_one_line(e)})") from None
+        for key, (dtype, shape) in tensors.items():
+            parts = key.split(".")
+            if not (len(parts) == 3 and parts[0] == "probe" and parts[2] == "weight"):
+                continue
+            bias = tensors.get(f"probe.{parts[1]}.bias")
+            if not (dtype == "F32" and len(shape) == 2 and 1 <= shape[0] <= MAX_PROBE_BINS
+                    and shape[1] == n_features and bias == ("F32", shape[:1])):
+                raise self.fail(f"{rel} probe {parts[1]!r} has weight {dtype} {shape} and bias "
+                                f"{_short(bias)}; expected F32 [bins <= {MAX_PROBE_BINS}, sae.n_features = "
+                                f"{n_features}] and F32 [bins]")
 
     def models(self, m: dict, sessions: dict[str, Any], k: int) -> None:
         c, d, k_sae = m["audio"]["channels"], m["latent"]["dim"], m["sae"]["k"]
@@ -406,7 +567,55 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number: an int (of any size: math.isfinite would overflow on a huge one) or a
+    finite float, not a bool."""
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's first line, at most 200 characters (library messages can be long)."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+_JSON_TOKEN = re.compile(r'\\.|["\[\]{}]', re.S)
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """The nesting depth of objects and lists in JSON `text` (brackets inside strings do not
+    count), or the first depth past `limit`: a linear scan, so that json.loads never meets a
+    document deep enough to exhaust the stack."""
+    depth = deepest = 0
+    in_string = False
+    for token in _JSON_TOKEN.finditer(text):
+        c = token.group()
+        if c == '"':
+            in_string = not in_string
+        elif in_string or len(c) == 2:  # a bracket in a string, or an escape such as \\"
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits")
+    return int(digits)
 
 
 def _short(v: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Literal
 
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
+from steerpad.realtime.outputs import claim_output
 from steerpad.realtime.presets import ControllerMap, KnobMode, write_controller
 
 SETTLE_S = 0.4
@@ -358,8 +359,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".toml":
         raise SteerpadError(f"--out {args.out}: a controller map is a .toml file; use e.g. "
                             "presets/controllers/mine.toml")
-    if args.out.exists() and not args.force:
-        raise SteerpadError(f"--out {args.out} exists; pass --force to overwrite it, or pick another name")
+    claim_output(args.out, "controller", force=args.force)  # a map `learn` wrote, nothing else
     for flag, n in (("--pads", args.pads), ("--knobs", args.knobs)):
         if not 0 <= n <= 128:
             raise SteerpadError(f"{flag} {n}: give 0-128 slots")

@@ -6,23 +6,111 @@
 The sounddevice callback only calls `Engine.process` and counts xruns; the terminal status view
 redraws from the main thread a few times a second. Ctrl-C stops everything in order: MIDI,
 audio stream, render worker, master bus.
+
+A device that goes away (the JACK server stopped, killed or hung, a card unplugged) ends the
+run: the main thread checks the stream a few times a second (LiveStream.check: PortAudio's
+"active" flag, which pa_jack clears when the server shuts down, and a watchdog on the blocks the
+callback counts), shows why in the status view (MIDI on that JACK server went with it), and
+`steerpad live` exits 1 with one line (RuntimeFailure). The main thread never waits on PortAudio
+or rtmidi for long, so Ctrl-C always works: with JACK gone, pa_jack's stop, abort and close (and
+Pa_Terminate at exit, which closes every open stream) each wait 10 minutes for a process
+callback the dead server never runs. So a live stream is stopped on a helper thread with a
+timeout, a dead one is left alone, and a second Ctrl-C during the short closing is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import faulthandler
+import math
+import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from steerpad.realtime import oscfeed
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.capture import Capture, default_kit_dir
 from steerpad.realtime.engine import Engine
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.keys import KeyReader, LiveKeys
+from steerpad.realtime.limits import (
+    BLOCKSIZE_MAX,
+    BLOCKSIZE_MIN,
+    SAMPLE_RATE_MAX,
+    SAMPLE_RATE_MIN,
+    check_audio_options,
+)
 from steerpad.realtime.presets import load_preset
+
+STALL_S = 2.0
+"""No audio block for this long (or 4 blocks' time, if longer) while the stream runs: the device
+is gone."""
+CLOSE_S = 1.0
+"""How long closing waits for PortAudio to stop the stream, or for rtmidi to close the MIDI
+port, before leaving it behind (a JACK server that hangs never answers either)."""
+EXIT_S = 2.0
+"""With a JACK server that hangs, the process ends this long after play stopped (_exit_soon)."""
+_devnull = None
+
+
+def _exit_portaudio() -> None:
+    """sounddevice's exit handler (Pa_Terminate, which closes PortAudio's JACK client), with
+    Ctrl-C ignored: a Ctrl-C landing in its JACK calls made PortAudio abort the process (an
+    assertion in pa_jack's Terminate) or the handler raise KeyboardInterrupt with a traceback.
+    The process is exiting anyway."""
+    import sounddevice as sd
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sd._exit_handler()
+
+
+def _guard_portaudio_exit() -> None:
+    """Put _exit_portaudio in place of sounddevice's own exit handler (once is enough)."""
+    import sounddevice as sd
+
+    handler = getattr(sd, "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
+        atexit.unregister(_exit_portaudio)
+        atexit.register(_exit_portaudio)
+
+
+def _forget_portaudio() -> None:
+    """Skip PortAudio's exit handler (Pa_Terminate): it closes every open stream, and closing
+    one whose JACK server died waits 10 minutes (pa_jack's WaitCondition) for a process callback
+    that never comes. The process exits without it; the OS frees what PortAudio held."""
+    import sounddevice as sd
+
+    atexit.unregister(_exit_portaudio)
+    handler = getattr(sd, "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
+
+
+def _exit_soon() -> None:
+    """With a JACK server that hangs, anything closing a JACK client waits on it forever: rtmidi
+    does so when its objects are freed, holding the GIL, at the latest as the interpreter shuts
+    down. So after the one-line error the process ends EXIT_S from now whatever still waits:
+    faulthandler's watchdog (a C thread, no GIL needed) calls _exit(1), its dump discarded."""
+    global _devnull
+    _devnull = _devnull or open(os.devnull, "w")
+    faulthandler.dump_traceback_later(EXIT_S, exit=True, file=_devnull)
+
+
+def _finishes(work: Callable[[], None], timeout: float, name: str) -> bool:
+    """Run work() on a daemon thread; whether it finished within `timeout` s. What hangs (a JACK
+    call to a server that stopped answering) is left behind; the main thread stays free for
+    Ctrl-C, and the process can still exit."""
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()
 
 
 class LiveStream:
@@ -33,10 +121,20 @@ class LiveStream:
     def __init__(self, engine: Engine, device: str | int | None = None, latency: str | float = "low"):
         import sounddevice as sd  # after any JACK server is up: PortAudio scans at import
 
+        _guard_portaudio_exit()
         self.engine = engine
         self.xruns = 0
         self.callback_errors = 0
         self.last_error = ""
+        self.callbacks = 0
+        """Blocks the callback was called for (the watchdog's heartbeat)."""
+        self.failure: str | None = None
+        """Why the device stopped under us (check()), for good; None while it plays."""
+        self.hung = False
+        """Whether the JACK server hangs (alive but silent): then every JACK call waits forever."""
+        self._started = self._closed = False
+        self._seen, self._seen_at = 0, 0.0
+        self._stall_s = max(STALL_S, 4.0 * engine.blocksize / engine.sample_rate)
         duplex = engine.input_channels > 0
         try:
             if duplex:
@@ -52,9 +150,14 @@ class LiveStream:
                                 f"cannot open it at {engine.sample_rate} Hz, {engine.blocksize} frames "
                                 f"({e}); pick another with --audio-device (see `steerpad devices`)") from None
         out_device = self.stream.device[1] if duplex else self.stream.device
-        self.device_name = sd.query_devices(out_device)["name"]
+        info = sd.query_devices(out_device)
+        self.device_name = info["name"]
+        self.host_api = sd.query_hostapis(info["hostapi"])["name"]
+        self.jack = "JACK" in self.host_api
+        """Whether the stream runs on a JACK server (which MIDI on JACK shares)."""
 
     def _callback(self, outdata, frames, time_info, status) -> None:
+        self.callbacks += 1
         if status.output_underflow or status.output_overflow:
             self.xruns += 1
         try:
@@ -65,6 +168,7 @@ class LiveStream:
             self.last_error = f"{type(e).__name__}: {e}"
 
     def _duplex_callback(self, indata, outdata, frames, time_info, status) -> None:
+        self.callbacks += 1
         if status.output_underflow or status.output_overflow or status.input_overflow:
             self.xruns += 1
         try:
@@ -75,10 +179,69 @@ class LiveStream:
             self.last_error = f"{type(e).__name__}: {e}"
 
     def start(self) -> None:
-        self.stream.start()
+        import sounddevice as sd
+
+        try:
+            self.stream.start()
+        except sd.PortAudioError as e:
+            _forget_portaudio()  # a stream that would not start may not close either
+            raise RuntimeFailure(f"audio device {self.device_name!r} ({self.host_api}) would not start "
+                                 f"({e}); check it with `steerpad devices`, then start steerpad live "
+                                 "again") from None
+        self._seen, self._seen_at = self.callbacks, time.monotonic()
+        self._started = True
+
+    def check(self) -> str | None:
+        """None while the device plays, else why it stopped (kept from then on). Call it from the
+        main thread a few times a second: it notices a stream PortAudio reports inactive (pa_jack
+        marks it so when the JACK server shuts down or drops the client; other host APIs when
+        the device fails) and a callback that stopped coming for STALL_S."""
+        if self.failure is not None or not self._started:
+            return self.failure
+        import sounddevice as sd
+
+        try:
+            active = self.stream.active
+        except sd.PortAudioError:
+            active = False
+        now = time.monotonic()
+        if active and self.callbacks != self._seen:
+            self._seen, self._seen_at = self.callbacks, now
+        elif active and now - self._seen_at < self._stall_s:
+            pass
+        elif self.jack:
+            self.hung = active  # still "active", yet no callback: the server hangs rather than died
+            what = "stopped answering" if active else "stopped, or it dropped steerpad"
+            self.failure = (f"audio server gone (JACK {what}): the output {self.device_name!r} went "
+                            "silent; start JACK again, then steerpad live")
+        else:
+            what = "stopped" if not active else f"sent no audio block for {now - self._seen_at:.1f} s"
+            self.failure = (f"audio device {self.device_name!r} ({self.host_api}) {what}: unplugged, "
+                            "taken or failed; check it with `steerpad devices`, then start steerpad live "
+                            "again")
+        return self.failure
 
     def close(self) -> None:
-        self.stream.stop()
+        """Abort and close the stream on a helper thread, waiting at most CLOSE_S (Ctrl-C is
+        never held up), unless the device is gone: then PortAudio's stop would wait for minutes,
+        so the stream is left as it is and PortAudio's exit handler skipped (_forget_portaudio).
+        Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.check() is not None:
+            _forget_portaudio()
+            if self.hung:
+                _exit_soon()
+            return
+        if not _finishes(self._abort_and_close, CLOSE_S, "steerpad-audio-close"):  # it hangs: leave it
+            self.failure = (f"audio device {self.device_name!r} ({self.host_api}) did not stop within "
+                            f"{CLOSE_S:g} s: the device or its server hangs; check it with "
+                            "`steerpad devices`, then start steerpad live again")
+            _forget_portaudio()
+
+    def _abort_and_close(self) -> None:
+        self.stream.abort()  # not stop(): nothing to drain, and it returns at once
         self.stream.close()
 
     def __enter__(self) -> LiveStream:
@@ -99,9 +262,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--midi-port-name", default="steerpad",
                         help="the virtual MIDI port's name, when no --midi-port is given")
     parser.add_argument("--midi-api", default=None, help="jack, alsa, coremidi or winmm (default: auto)")
-    parser.add_argument("--blocksize", type=int, default=128, help="frames per audio block")
+    parser.add_argument("--blocksize", type=int, default=128,
+                        help=f"frames per audio block, {BLOCKSIZE_MIN}-{BLOCKSIZE_MAX} (default %(default)s)")
     parser.add_argument("--sample-rate", type=int, default=None,
-                        help="default: the output device's rate")
+                        help=f"Hz, {SAMPLE_RATE_MIN}-{SAMPLE_RATE_MAX} (default: the output device's rate)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--no-status", action="store_true", help="no terminal status view")
     parser.add_argument("--input", action="store_true",
@@ -123,7 +287,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feature frames per second (default %(default)g)")
 
 
+def _calm_closing(closing: contextlib.ExitStack) -> Callable[[], None]:
+    """Ctrl-C is ignored from the moment play ends (Ctrl-C, --duration, the device gone) until
+    `closing` has closed everything; then its handler is back. Call this first (its restore runs
+    last) and push what it returns last (it runs first). The closing is short and bounded (the
+    stream takes at most CLOSE_S); a second Ctrl-C would only cut it short, and one landing in a
+    JACK call on the main thread breaks that call (libjack takes the EINTR of a socket read for a
+    dead server: with two SIGINTs 50 ms apart PortAudio aborted the process in Pa_Terminate, or
+    sounddevice's exit handler raised). Signal handlers belong to the main thread: elsewhere,
+    and for a handler not set from Python, this does nothing."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        return lambda: None
+    closing.callback(signal.signal, signal.SIGINT, previous)
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """One line naming the option for every value no part of live play can take."""
+    check_audio_options(args.sample_rate, args.blocksize, where="live")
+    if args.duration is not None and not (args.duration > 0):  # NaN fails too
+        raise SteerpadError(f"--duration {args.duration:g}: must be a number of seconds more than 0 "
+                            "(leave it out to play until Ctrl-C)")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     target = None if args.osc is None else oscfeed.parse_target(args.osc)
     osc_rate = oscfeed.check_rate(args.osc_rate)
     import sounddevice as sd
@@ -144,50 +333,77 @@ def run(args: argparse.Namespace) -> int:
         device = (in_device, device)
     try:
         out_device = device[1] if isinstance(device, tuple) else device
-        rate = args.sample_rate or int(sd.query_devices(out_device, "output")["default_samplerate"])
+        rate = args.sample_rate or sd.query_devices(out_device, "output")["default_samplerate"]
     except (ValueError, sd.PortAudioError) as e:
         raise SteerpadError(f"audio device {args.audio_device or '(default)'}: {e}; "
                             "see `steerpad devices`") from None
+    if not (math.isfinite(rate) and SAMPLE_RATE_MIN <= rate <= SAMPLE_RATE_MAX and rate == int(rate)):
+        raise SteerpadError(f"audio device {args.audio_device or '(default)'} runs at {rate:g} Hz, "
+                            f"outside {SAMPLE_RATE_MIN} to {SAMPLE_RATE_MAX} Hz: choose another rate with "
+                            "--sample-rate or another device with --audio-device")
+    rate = int(rate)
     bundle = load_bundle(args.bundle)
     preset = load_preset(args.preset)
     print(f"steerpad live: {bundle} · preset {preset.name} · {rate} Hz, {args.blocksize} frames")
     input_channels = (args.input_channels or 1) if args.input else 0
-    with Engine(bundle, preset, rate, args.blocksize, input_channels=input_channels) as engine:
+    with contextlib.ExitStack() as closing:  # leaves in reverse: keys, feed, stream, MIDI, capture, engine
+        calm = _calm_closing(closing)
+        engine = closing.enter_context(Engine(bundle, preset, rate, args.blocksize,
+                                              input_channels=input_channels))
         print("rendering pads ...", flush=True)
         engine.start(wait=None)
         engine.monitor = args.monitor
-        capture = reader = None
+        capture = None
         midi = MidiInput(None, port=args.midi_port,
                          virtual=None if args.midi_port else args.midi_port_name,
                          cc14=preset.controller.cc14, api=args.midi_api)
-        stop = threading.Event()
+        midi_closed, stream = [], None
+
+        def stop_midi() -> None:
+            if stream is not None and stream.hung and midi.api_name == "jack":
+                midi_closed.append(True)  # rtmidi would wait on the hung server holding the GIL: leave it
+            else:
+                midi_closed.append(_finishes(midi.stop, CLOSE_S, "steerpad-midi-close"))
+
+        closing.callback(stop_midi)
+        if args.input:
+            kit_dir = args.kit_dir or preset.capture.kit_dir or default_kit_dir(preset.name)
+            capture = Capture(engine, preset.capture, kit_dir.expanduser()).start()
+            closing.callback(capture.stop)
+        midi.start()
+        engine.attach_midi(midi)  # the audio callback drains it at every block's start
+        stream = LiveStream(engine, device)
+        closing.callback(stream.close)
+        stream.start()
         feed = None if target is None else oscfeed.LiveFeed(engine, oscfeed.OscSender(*target), osc_rate)
+        if feed is not None:
+            closing.enter_context(feed)
+        view = None if args.no_status else StatusView(engine, stream, midi, feed=feed)
+        if view is not None:
+            keys = LiveKeys(engine, capture)
+            reader = KeyReader(keys.press).start()  # a no-op unless stdin is a terminal
+            closing.callback(reader.stop)
+            view.keys = keys if reader.active else None
+        closing.callback(calm)
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+
+        def playing() -> bool:  # until --duration, or the device goes (Ctrl-C: KeyboardInterrupt)
+            return (deadline is None or time.monotonic() < deadline) and stream.check() is None
+
         try:
-            if args.input:
-                kit_dir = args.kit_dir or preset.capture.kit_dir or default_kit_dir(preset.name)
-                capture = Capture(engine, preset.capture, kit_dir.expanduser()).start()
-            midi.start()
-            engine.attach_midi(midi)  # the audio callback drains it at every block's start
-            with LiveStream(engine, device) as stream, feed or contextlib.nullcontext():
-                view = None if args.no_status else StatusView(engine, stream, midi, feed=feed)
-                if view is not None:
-                    keys = LiveKeys(engine, capture)
-                    reader = KeyReader(keys.press).start()  # a no-op unless stdin is a terminal
-                    view.keys = keys if reader.active else None
-                deadline = None if args.duration is None else time.monotonic() + args.duration
-                if view is not None:
-                    view.run(stop, deadline)
-                else:
-                    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                        time.sleep(0.1)
+            if view is not None:
+                view.run(playing)
+            else:
+                while playing():
+                    time.sleep(0.1)
         except KeyboardInterrupt:
             pass
-        finally:
-            midi.stop()
-            for closing in (reader, capture):
-                if closing is not None:
-                    closing.stop()
-    print("\nsteerpad live: stopped")
     if feed is not None:
         print(f"osc: {feed.summary()}")
+    if stream.failure is not None:  # the device went, or would not stop
+        raise RuntimeFailure(stream.failure)
+    if midi_closed != [True]:
+        raise RuntimeFailure(f"the MIDI input ({midi.api_name}) did not close within {CLOSE_S:g} s: its "
+                             "server hangs; check it (`steerpad devices`), then start steerpad live again")
+    print("\nsteerpad live: stopped")
     return 0

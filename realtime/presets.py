@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -318,6 +320,10 @@ def load_controller(path: str | Path) -> ControllerMap:
                          knob_mode=mode, program_channel=program_channel, sources=tuple(sources), notes=notes)
 
 
+CONTROLLER_MARKER = "# steerpad controller map"
+"""The first line of every controller map `steerpad learn` writes: what `--force` may replace."""
+
+
 def write_controller(cmap: ControllerMap, path: str | Path) -> None:
     """Write `cmap` as a controller map TOML that load_controller reads back equal."""
     path = Path(path)
@@ -332,7 +338,7 @@ def write_controller(cmap: ControllerMap, path: str | Path) -> None:
         return "[" + ", ".join(str(x) for x in xs) + "]"
 
     lines = [
-        "# steerpad controller map: channels are 1-16 as printed on devices (\"any\" = any channel)",
+        f"{CONTROLLER_MARKER}: channels are 1-16 as printed on devices (\"any\" = any channel)",
         f"name = {s(cmap.name)}",
         "sources = [" + ", ".join(s(x) for x in cmap.sources) + "]",
         f"notes = {s(cmap.notes)}",
@@ -352,9 +358,14 @@ def write_controller(cmap: ControllerMap, path: str | Path) -> None:
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)  # ours, just made: never left behind
+        raise
 
 
 def controller_ids() -> list[str]:

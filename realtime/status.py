@@ -1,17 +1,19 @@
 """The terminal status view of `steerpad live` (rich): pads lighting on hits, knob values per
-direction, the render queue and latency, callback load and xruns, the MIDI port.
+direction, the render queue and latency, callback load and xruns, the MIDI port; and, once the
+audio device is gone (LiveStream.failure), why, with MIDI on a JACK server that went with it.
 
 It only reads counters the engine, worker and stream already keep; it runs on the main thread
 and never touches the audio path."""
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -75,12 +77,19 @@ class StatusView:
         errors = f" · [red]{w.stats.errors} errors: {w.stats.last_error}[/]" if w.stats.errors else ""
         info.add_row("render", f"{w.pending()} pending · last {w.stats.last_ms:.0f} ms compute, "
                      f"{w.stats.last_latency_ms:.0f} ms knob→fresh · {w.stats.renders} renders{errors}")
-        info.add_row("audio", f"{self.stream.device_name} · {e.sample_rate} Hz · {e.blocksize} frames · "
-                     f"callback p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms "
-                     f"({100 * load['p99_load']:.0f} % of a block) · xruns {self.stream.xruns} · "
-                     f"voices {e.mixer.active}")
-        port = self.midi.port_name or "-"
-        state = "[green]connected[/]" if self.midi.connected else "[yellow]waiting for the port[/]"
+        failure = getattr(self.stream, "failure", None)
+        audio = (f"{escape(self.stream.device_name)} · {e.sample_rate} Hz · {e.blocksize} frames · "
+                 f"callback p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms "
+                 f"({100 * load['p99_load']:.0f} % of a block) · xruns {self.stream.xruns} · "
+                 f"voices {e.mixer.active}")
+        info.add_row("audio", f"[bold red]{escape(failure)}[/]" if failure else audio)
+        port = escape(self.midi.port_name or "-")
+        if failure and getattr(self.stream, "jack", False) and getattr(self.midi, "api_name", None) == "jack":
+            state = "[bold red]gone with the JACK server[/]"  # rtmidi's JACK client died with it
+        elif self.midi.connected:
+            state = "[green]connected[/]"
+        else:
+            state = "[yellow]waiting for the port[/]"
         info.add_row("midi", f"{port} {state} · {self.midi.received} messages · hits {e.played} · "
                      f"{e.unmapped} unmapped")
         if self.feed is not None:
@@ -93,10 +102,12 @@ class StatusView:
                                                                 else "", "yellow")))
         return Group(Text(f"steerpad · {e.preset.name} · Ctrl-C to stop", style="bold"), pads, knobs, info)
 
-    def run(self, stop: threading.Event, deadline: float | None = None) -> None:
+    def run(self, playing: Callable[[], bool]) -> None:
+        """Redraw until playing() is False (it checks the deadline and the audio device); Ctrl-C
+        raises KeyboardInterrupt here, at once: nothing in the loop waits on audio or MIDI."""
         with Live(self.render(), refresh_per_second=self.refresh_hz, transient=False) as live:
             try:
-                while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                while playing():
                     time.sleep(1.0 / self.refresh_hz)
                     live.update(self.render())
             finally:

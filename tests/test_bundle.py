@@ -244,7 +244,8 @@ TAMPERS = {
     "wrong latent dim": (MANIFEST, _edit("latent.mean", [0.0] * 63),
                          r"latent\.mean has 63 values, latent\.dim is 64"),
     "sample rate": (MANIFEST, _edit("audio.sample_rate", "abc"),
-                    r"manifest\.json audio\.sample_rate must be a positive integer, got 'abc'; re-export"),
+                    r"manifest\.json audio\.sample_rate must be a whole number from 8000 to 384000, "
+                    r"got 'abc'; re-export"),
     "duplicate names": (MANIFEST, _dup_names, r"directions\[1\]\.name 'brighter' is a duplicate"),
     "K disagrees": (MANIFEST, lambda m: m["directions"].pop(),
                     r"steer\.onnx alpha axis 0 is 3, but manifest\.json directions \(count\) is 2"),
@@ -366,7 +367,7 @@ def test_force_replaces_a_bundle_but_nothing_else(micro, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    with pytest.raises(SteerpadError, match="is not a steerpad bundle, so --force will not replace it"):
+    with pytest.raises(SteerpadError, match="steerpad did not write it .no steerpad bundle marker"):
         export.export_bundle(tmp_path / "notes", vae, sae, steering, metrics={}, provenance={}, force=True)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
 

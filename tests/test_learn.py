@@ -272,10 +272,16 @@ def test_run_refuses_to_overwrite_and_gives_up_at_end_of_input(tmp_path, monkeyp
 
     monkeypatch.setattr(midi, "MidiInput", FakeMidiInput)
     (tmp_path / "my_pads.toml").write_text("keep me")
+    # --force replaces only a map steerpad learned, never a file of the user's
+    for flags in ((), ("--force",)):
+        assert "steerpad did not write it" in refused(learn.run, args(tmp_path, *flags))
+    assert (tmp_path / "my_pads.toml").read_text() == "keep me"
+    learned = "# steerpad controller map: an earlier take\n"
+    (tmp_path / "my_pads.toml").write_text(learned)
     assert "--force" in refused(learn.run, args(tmp_path))
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert learn.run(args(tmp_path, "--force")) == 1  # nothing assigned when input ended
-    assert (tmp_path / "my_pads.toml").read_text() == "keep me"
+    assert (tmp_path / "my_pads.toml").read_text() == learned
     assert "slots" in refused(learn.run, args(tmp_path, "--force", "--pads", "0", "--knobs", "0"))
 
 

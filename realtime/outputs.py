@@ -1,0 +1,191 @@
+"""What steerpad may write over: only what it wrote itself.
+
+Every command that writes, replaces or deletes (`ingest`, `encode`, `train vae`, `train sae`,
+`train`, `export`, `eval`, `render --out`/`--features`, `learn --out`) asks `claim_output` first
+(capture never replaces anything: each take gets a new name). Each
+kind of output steerpad writes carries a marker it recognises:
+
+| kind       | written by                      | marker                                            |
+| ---------- | ------------------------------- | ------------------------------------------------- |
+| `store`    | ingest                          | `store.json`, `"format": "steerpad-ingest"`       |
+| `latents`  | encode                          | `meta.json`, `"format": "steerpad-latents-1"`     |
+| `bundle`   | export, train                   | `manifest.json`, `"schema": "steerpad-bundle"`    |
+| `run`      | train vae / sae, train's work   | `steerpad-run.json`, `"format": "steerpad-run"`   |
+|            | folder, eval                    |                                                   |
+| `wav`      | render (bounce)                 | the WAV's `software` tag starts with `steerpad`   |
+| `features` | render --features               | first line is a feature frame (`frame`, `time`,   |
+|            |                                 | `messages`)                                       |
+| `controller` | learn                         | first line `# steerpad controller map`            |
+
+A path that exists without its kind's marker is refused with one line, whatever the flags say:
+`--force` replaces only a marked output. An output equal to, inside or holding one of the
+command's inputs is refused too (writing it could destroy what it reads). The module is part
+of the contract between the halves: offline imports it with the bundle contract and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from steerpad.realtime.errors import SteerpadError
+
+RUN_MARKER = "steerpad-run.json"
+RUN_FORMAT = "steerpad-run"
+_MAX_MARKER_BYTES = 1 << 20  # a marker file is small; a bigger one is not ours
+
+
+def _json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None (missing, unreadable, not an object, too big)."""
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_MARKER_BYTES:
+            return None
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _first_line(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            value = json.loads(f.readline(_MAX_MARKER_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _first_text_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _wav_software(path: Path) -> str:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(os.fsencode(path)) as f:
+            return f.software or ""
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError):
+        return ""
+
+
+def kind_of(path: str | Path) -> str | None:
+    """The kind of steerpad output at `path` (see the module table), or None for anything else:
+    a missing path, a symlink, a folder or file steerpad did not write."""
+    path = Path(path)
+    if path.is_symlink():
+        return None
+    if path.is_dir():
+        store = _json(path / "store.json")
+        if store and store.get("format") == "steerpad-ingest":
+            return "store"
+        meta = _json(path / "meta.json")
+        if meta and meta.get("format") == "steerpad-latents-1":
+            return "latents"
+        manifest = _json(path / "manifest.json")
+        if manifest and manifest.get("schema") == "steerpad-bundle":
+            return "bundle"
+        run = _json(path / RUN_MARKER)
+        if run and run.get("format") == RUN_FORMAT:
+            return "run"
+        return None
+    if path.is_file():
+        if path.suffix.lower() in (".wav", ".wave") and _wav_software(path).startswith("steerpad"):
+            return "wav"
+        if path.suffix == ".toml" and _first_text_line(path).startswith("# steerpad controller map"):
+            return "controller"
+        line = _first_line(path)
+        if line is not None and {"frame", "time", "messages"} <= set(line):
+            return "features"
+    return None
+
+
+def _related(a: Path, b: Path) -> bool:
+    """a and b are the same path or one holds the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def _real(path: Path) -> Path:
+    try:
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return Path(os.path.abspath(path))
+
+
+def claim_output(out: str | Path, kind: str, *, option: str = "--out", inputs: Iterable[str | Path] = (),
+                 force: bool = False, resume: bool = False) -> bool:
+    """Check that a command may write its output `out` (of `kind`), before it reads anything.
+
+    - `out` may not be, lie inside or hold any of `inputs`.
+    - A missing `out` (or, with `resume`, an empty folder) is fine.
+    - An existing `out` must carry `kind`'s marker. With `resume` (a stage that continues into
+      its folder) that is enough; otherwise replacing it also needs `force`.
+    - The folder that will hold `out` must exist or be creatable.
+
+    Returns whether `out` exists. Raises SteerpadError naming `option` and the path."""
+    out = Path(out)
+    real = _real(out)
+    for given in inputs:
+        src = _real(Path(given))
+        if _related(real, src):
+            where = ("is" if real == src else "lies inside" if src in real.parents else "holds")
+            raise SteerpadError(f"{option} {out}: {where} the input {given}; writing there could "
+                                "destroy what it reads: choose an output outside the inputs")
+    exists = out.exists() or out.is_symlink()
+    if exists:
+        if resume and out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+            return True
+        found = kind_of(out)
+        if out.is_symlink():
+            raise SteerpadError(f"{option} {out}: is a symlink, which steerpad does not write "
+                                "through; give the real path")
+        if found is None:
+            raise SteerpadError(f"{option} {out}: exists and steerpad did not write it (no "
+                                f"steerpad {kind} marker); steerpad only replaces its own "
+                                "outputs: choose another path or remove it yourself")
+        if found != kind:
+            raise SteerpadError(f"{option} {out}: is a steerpad {found}, not a {kind}; choose "
+                                "another path")
+        if not resume and not force:
+            raise SteerpadError(f"{option} {out}: already exists; pass --force to replace it")
+    make_parent(out, option)
+    return exists
+
+
+def make_parent(out: Path, option: str = "--out") -> None:
+    """Create the folder that will hold `out`; SteerpadError (one line) if the file system says no
+    (read-only, a regular file in the way, no permission, no space)."""
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SteerpadError(f"{option} {out}: {parent} is a file, not a folder; choose a path in "
+                            "a folder") from None
+    except OSError as e:
+        raise SteerpadError(f"{option} {out}: cannot create {parent} ({os_reason(e)}); choose a "
+                            "writable place") from None
+    if not parent.is_dir():
+        raise SteerpadError(f"{option} {out}: {parent} is not a folder; choose a path in a folder")
+
+
+def mark_run(folder: str | Path, stage: str) -> None:
+    """Create `folder` (if needed) and write its run marker, so steerpad may later resume into it
+    or replace it. Call only after `claim_output(folder, "run", resume=True)`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / RUN_MARKER
+    if _json(marker) is None:
+        tmp = folder / (RUN_MARKER + ".tmp")
+        tmp.write_text(json.dumps({"format": RUN_FORMAT, "stage": stage}) + "\n")
+        os.replace(tmp, marker)
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError as a short reason: 'No space left on device', 'Read-only file system', ..."""
+    return e.strerror or str(e) or type(e).__name__

@@ -131,6 +131,8 @@ BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {
     "live_jack": bench_live.bench_live_jack,
     "live_oscfeed": bench_live.bench_live_oscfeed,
     "live_capture": bench_live.bench_live_capture,
+    "bounce_cc_dense": bench_live.bench_bounce_cc_dense,
+    "bounce_10min": bench_live.bench_bounce_memory,
 }
 
 

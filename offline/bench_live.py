@@ -282,3 +282,103 @@ def bench_live_oscfeed(o) -> dict[str, float]:
     sink.close()
     metrics["oscfeed/block_ms"] = period * 1e3
     return metrics
+
+
+def _performance(path: Path, seconds: float, hits_per_s: float, ccs_per_s: float) -> tuple[int, int]:
+    """Write a MIDI file (120 bpm, 960 ticks a second): hits cycling over the 16 pads and knob
+    sweeps over the DIRECTIONS' knobs (CC 70..), evenly spread. Returns (hits, control changes)."""
+    import mido
+
+    events = [(round(i * 960 / hits_per_s), mido.Message("note_on", channel=9, note=36 + i % N_PADS,
+                                                          velocity=100))
+              for i in range(int(seconds * hits_per_s))]
+    ccs = int(seconds * ccs_per_s)
+    events += [(round(i * 960 / ccs_per_s) + 1, mido.Message("control_change", channel=0,
+                                                             control=70 + i % len(DIRECTIONS),
+                                                             value=(i * 7) % 128)) for i in range(ccs)]
+    events.sort(key=lambda e: e[0])
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    last = 0
+    for tick, msg in events:
+        track.append(msg.copy(time=tick - last))
+        last = tick
+    mid.save(path)
+    return len(events) - ccs, ccs
+
+
+_PEAK_RSS = ("import sys\nfrom steerpad.offline.cli import main\nrc = main(sys.argv[1:])\n"
+             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+             "print('peak_rss_kib', hwm[0].split()[1] if hwm else -1, file=sys.stderr)\nsys.exit(rc)")
+"""`steerpad` in a fresh process that reports its own peak RSS (VmHWM: the high-water mark of
+its memory since exec; getrusage's ru_maxrss would include the forking parent's)."""
+
+
+def _render_process(mid: Path, bundle: Path, preset: Path, out: Path) -> tuple[float, float, str]:
+    """`steerpad render` in a process of its own (with --features): (wall s, peak RSS MB, stdout)."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, "render", str(mid), "--bundle", str(bundle),
+                           "--preset", str(preset), "--out", str(out), "--features",
+                           str(out.with_suffix(".jsonl"))], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"steerpad render failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    kib = float(done.stderr.rsplit("peak_rss_kib", 1)[1].split()[0])
+    return wall, kib / 1024, done.stdout
+
+
+def bench_bounce_cc_dense(o) -> dict[str, float]:
+    """`steerpad render`'s bounce of a performance dense with knob moves: 8 hits a second over 16
+    pads (1 s one-shots) and 1000 CCs a second over 5 knobs, `small` model, 48 kHz / 256 frames,
+    written to a WAV. Real-time factor = wall time / audio time (target < 3 on 2 cores)."""
+    from steerpad.realtime.bounce import bounce_to_files, read_performance
+
+    seconds = 2.0 if o.quick else 20.0
+    bundle, preset = _setup(o.quick)
+    folder = Path(tempfile.mkdtemp(prefix="steerpad-bench-bounce-"))
+    try:
+        hits, ccs = _performance(folder / "dense.mid", seconds, 8.0, 1000.0)
+        events = read_performance(folder / "dense.mid", 48000, preset.controller.cc14)
+        t0 = time.perf_counter()
+        counters, _ = bounce_to_files(bundle, preset, events, folder / "dense.wav", 48000, 256)
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    audio = counters["frames"] / 48000
+    return {"bounce/realtime_factor": wall / audio, "bounce/wall_s": wall, "bounce/audio_s": audio,
+            "bounce/hits": float(hits), "bounce/control_changes": float(ccs),
+            "bounce/renders": float(counters["renders"]),
+            "bounce/renders_per_hit": counters["renders"] / max(hits, 1)}
+
+
+def bench_bounce_memory(o) -> dict[str, float]:
+    """`steerpad render --features` of a 10-minute performance (--quick: 20 s) and of one a tenth
+    as long, each in a process of its own: peak RSS of both (flat: the bounce streams to disk),
+    and the long one's wall time per audio second. 2 hits a second over 16 pads, 20 CCs a
+    second, `small` model, 48 kHz / 256 frames."""
+    seconds = 20.0 if o.quick else 600.0
+    bundle, preset = _setup(o.quick)
+    folder = Path(tempfile.mkdtemp(prefix="steerpad-bench-memory-"))
+    metrics: dict[str, float] = {}
+    try:
+        for name, length in (("short", seconds / 10), ("long", seconds)):
+            _performance(folder / f"{name}.mid", length, 2.0, 20.0)
+            wall, rss, _ = _render_process(folder / f"{name}.mid", bundle.path, preset.path,
+                                           folder / f"{name}.wav")
+            audio = sf_frames(folder / f"{name}.wav") / 48000
+            if name == "long":
+                metrics.update({"bounce/peak_rss_mb": rss, "bounce/audio_s": audio, "bounce/wall_s": wall,
+                                "bounce/realtime_factor": wall / audio})
+            else:
+                metrics.update({"bounce/peak_rss_mb_short": rss, "bounce/audio_s_short": audio})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    metrics["bounce/rss_growth_mb"] = metrics["bounce/peak_rss_mb"] - metrics["bounce/peak_rss_mb_short"]
+    return metrics
+
+
+def sf_frames(path: Path) -> int:
+    import soundfile as sf
+
+    return sf.info(str(path)).frames

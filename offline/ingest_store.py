@@ -244,10 +244,10 @@ class IngestStore:
                     d = json.loads(line)
                     records.append(ClipRecord(**{k: v for k, v in d.items() if k in names}))
                     locs.append((d["shard"], d["offset"], d["length"]))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            return cls(path, meta, records, locs)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise SteerpadError(f"{path} is not a valid ingest store ({e}); "
-                                "re-run `steerpad ingest`") from e
-        return cls(path, meta, records, locs)
+                                "re-run `steerpad ingest`") from None
 
     def __len__(self) -> int:
         return len(self.records)

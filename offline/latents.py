@@ -69,7 +69,7 @@ class LatentStore:
             index = json.loads((path / "index.json").read_text())
             records = [LatentRecord(**r) for r in index["records"]]
             stats = load_file(str(path / "stats.safetensors"))
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except (ValueError, KeyError, TypeError, OSError, AttributeError, RecursionError) as e:
             raise SteerpadError(f"{path}: not a readable latent store ({e}); "
                                 "encode it again") from None
         return cls(path, meta, records, stats["mean"], stats["std"])

@@ -33,11 +33,11 @@ def render(bundle_dir: Path, preset_path: Path, midi: Path, out: Path) -> tuple[
     preset = load_preset(preset_path)
     events = read_performance(midi, SAMPLE_RATE, preset.controller.cc14)
     wav, jsonl = out / "demo.wav", out / "demo.jsonl"
-    audio, counters, _ = bounce_to_files(bundle, preset, events, wav, SAMPLE_RATE,
-                                         features=jsonl, label="demo: rendering")
-    counters["seconds"] = audio.shape[0] / SAMPLE_RATE
+    counters, _ = bounce_to_files(bundle, preset, events, wav, SAMPLE_RATE, features=jsonl,
+                                  label="demo: rendering")
+    counters["seconds"] = counters["frames"] / SAMPLE_RATE
     counters["events"] = len(events)
-    counters["peak_dbfs"] = float(20 * np.log10(max(float(np.abs(audio).max()), 1e-9)))
+    counters["peak_dbfs"] = float(20 * np.log10(max(counters["peak"], 1e-9)))
     return wav, jsonl, counters
 
 

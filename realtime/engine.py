@@ -16,6 +16,8 @@ both drive this one class.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -60,24 +62,67 @@ def load_pad_sources(bundle: Bundle, preset: Preset) -> list[np.ndarray | None]:
         if pad.kind == "kit":
             sources[pad.index] = kit[pad.sample]
         else:
-            sources[pad.index] = encode_file(bundle, Path(pad.sample))
+            where = f"{preset.path}: pads[{pad.index + 1}].sample"
+            sources[pad.index] = encode_file(bundle, Path(pad.sample), where)
     return sources
 
 
-def encode_file(bundle: Bundle, path: Path) -> np.ndarray:
-    """Latents [D, N] of one audio file through the bundle's encoder."""
+FILE_RATES = (1000, 768000)
+"""Sample rates a one-shot file may have (Hz); a header outside is broken or hostile."""
+READ_CHUNK = 1 << 20
+"""Samples (frames x channels) read from a one-shot file at a time: its channels are mixed down
+chunk by chunk, so a file with many channels takes no more memory than a stereo one."""
+RESAMPLE_MARGIN_S = 0.05
+"""Read this much more than the one-shot length, so the resampler's edge falls past the cut."""
+
+
+def read_one_shot(path: Path, seconds: float, channels: int, where: str = "") -> tuple[np.ndarray, int]:
+    """The first `seconds` of an audio file as float32 [T, channels] (mixed down or spread to
+    `channels`) and its sample rate; only that much is read, whatever the file's length. Only a
+    regular file is opened (a FIFO or a device would block, a folder cannot be read)."""
+    name = f"{where} {path}" if where else str(path)
+    fix = "point it at a WAV, FLAC or OGG one-shot"
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
+        st = os.stat(path)  # follows links: a link loop fails here (ELOOP)
+    except (OSError, ValueError) as e:
+        raise SteerpadError(f"{name}: cannot open it ({getattr(e, 'strerror', None) or e}); {fix}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SteerpadError(f"{name}: not a regular file (a folder, FIFO or device); {fix}")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            if not FILE_RATES[0] <= rate <= FILE_RATES[1]:
+                raise SteerpadError(f"{name}: sample rate {rate} Hz is out of range ({FILE_RATES[0]}-"
+                                    f"{FILE_RATES[1]} Hz); {fix}")
+            need, step = int(np.ceil(seconds * rate)), max(1, READ_CHUNK // f.channels)
+            parts, got = [], 0
+            while got < need:
+                chunk = f.read(min(step, need - got), dtype="float32", always_2d=True)
+                if chunk.shape[0] == 0:
+                    break
+                if chunk.shape[1] != channels:
+                    chunk = np.repeat(chunk.mean(axis=1, keepdims=True), channels, axis=1)
+                parts.append(chunk)
+                got += chunk.shape[0]
     except (OSError, RuntimeError, sf.LibsndfileError) as e:
-        raise SteerpadError(f"{path}: cannot read this audio file ({e}); use a WAV, FLAC or OGG "
-                            "one-shot") from None
+        raise SteerpadError(f"{name}: cannot read this audio file ({e}); {fix}") from None
+    audio = np.concatenate(parts) if parts else np.zeros((0, channels), np.float32)
+    return audio, rate
+
+
+def encode_file(bundle: Bundle, path: Path, where: str = "") -> np.ndarray:
+    """Latents [D, N] of one audio file through the bundle's encoder: its first max_frames * hop
+    samples at the bundle rate (only that part of the file is read). `where` names the setting
+    that gave the path (e.g. "preset.toml: pads[3].sample") in errors."""
+    length = bundle.max_frames * bundle.hop
+    audio, rate = read_one_shot(path, length / bundle.sample_rate + RESAMPLE_MARGIN_S, bundle.channels,
+                                where)
     if audio.shape[0] == 0 or not np.isfinite(audio).all():
-        raise SteerpadError(f"{path}: the audio is empty or not finite; use another one-shot")
+        name = f"{where} {path}" if where else str(path)
+        raise SteerpadError(f"{name}: the audio is empty or not finite; use another one-shot")
     if rate != bundle.sample_rate:
         audio = soxr.resample(audio, rate, bundle.sample_rate, quality="HQ")
-    if audio.shape[1] != bundle.channels:
-        audio = np.repeat(audio.mean(axis=1, keepdims=True), bundle.channels, axis=1)
-    audio = audio[: bundle.max_frames * bundle.hop]
+    audio = audio[:length]
     return bundle.encode(np.ascontiguousarray(audio.T, dtype=np.float32))[0]
 
 

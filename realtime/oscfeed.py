@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import socket
 import threading
 import time
@@ -23,8 +25,9 @@ from pathlib import Path
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.features import FeatureStream, Frame
+from steerpad.realtime.outputs import claim_output, os_reason
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -132,31 +135,62 @@ class OscSender:
             self._sock = None
 
 
+def create_beside(path: Path, option: str, kind: str) -> tuple[int, Path]:
+    """Create a new, empty temporary file next to `path` (in the same folder, so os.replace can
+    move it over `path`), never opening anything that exists: (a write-only descriptor, its
+    path). SteerpadError, one line naming `option`, when `path` exists and is not a steerpad
+    output of `kind` (realtime/outputs.py), or when the place is not writable."""
+    path = Path(path)
+    claim_output(path, kind, option=option, force=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name[:100]}.{secrets.token_hex(4)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise SteerpadError(f"{option} {path}: cannot write in {path.parent} ({os_reason(e)}); "
+                                "choose a writable place") from None
+    raise SteerpadError(f"{option} {path}: cannot create a temporary file in {path.parent}; "
+                        "choose another place")
+
+
 class FeatureFile:
     """Frames as JSON lines ({"frame", "time", "messages": [[address, args...], ...]}), written
-    to PATH.tmp and moved to PATH by close(); abort() removes the partial file."""
+    to a temporary file next to PATH and moved to PATH by close(); abort() removes it. A write
+    the system refuses (a full disk) is one line (RuntimeFailure) and leaves nothing behind."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            self._file = open(self._tmp, "w", encoding="utf-8")
-        except OSError as e:
-            raise SteerpadError(f"--features {self.path}: cannot write it ({e}); "
-                                "pick a writable path") from None
+        fd, self._tmp = create_beside(self.path, "--features", "features")
+        self._file = open(fd, "w", encoding="utf-8")
         self.frames = 0
 
+    def _failed(self, e: OSError) -> RuntimeFailure:
+        self.abort()
+        return RuntimeFailure(f"--features {self.path}: writing it failed ({os_reason(e)}); free some "
+                              "space or choose another place; nothing was written")
+
     def write(self, frame: Frame) -> None:
-        self._file.write(json.dumps(frame.to_json(), separators=(",", ":")) + "\n")
+        try:
+            self._file.write(json.dumps(frame.to_json(), separators=(",", ":")) + "\n")
+        except OSError as e:
+            raise self._failed(e) from None
         self.frames += 1
 
     def close(self) -> None:
-        self._file.close()
-        self._tmp.replace(self.path)
+        try:
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            raise self._failed(e) from None
 
     def abort(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the buffered rest could not be written: it is being thrown away
+            pass
         self._tmp.unlink(missing_ok=True)
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,12 @@ class _Reader:
 
     def read(self) -> dict[str, Any]:
         try:
+            st = os.stat(self.path)
+            if not stat.S_ISREG(st.st_mode):
+                raise SteerpadError(f"{self.path}: not a regular file; give a .toml file")
+            if st.st_size > MAX_TOML_BYTES:
+                raise SteerpadError(f"{self.path}: {st.st_size} bytes, larger than any preset or "
+                                    f"controller map (at most {MAX_TOML_BYTES >> 10} KiB)")
             text = self.path.read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise SteerpadError(f"{self.path}: no such file") from None
@@ -208,6 +215,9 @@ class _Reader:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise SteerpadError(f"{self.path}: not valid TOML: {e}; fix the syntax there") from None
+        except RecursionError:
+            raise SteerpadError(f"{self.path}: its tables or arrays nest too deep; a preset nests "
+                                "two levels") from None
 
     def table(self, value: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
               ) -> dict[str, Any]:
@@ -320,6 +330,8 @@ def load_controller(path: str | Path) -> ControllerMap:
                          knob_mode=mode, program_channel=program_channel, sources=tuple(sources), notes=notes)
 
 
+MAX_TOML_BYTES = 1 << 20
+"""A preset or controller map larger than this is refused before it is read."""
 CONTROLLER_MARKER = "# steerpad controller map"
 """The first line of every controller map `steerpad learn` writes: what `--force` may replace."""
 
@@ -469,7 +481,8 @@ def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
                          "digits, _ . -)")
         return PadSpec(kind="kit", sample=entry, **common)
     file = Path(sample).expanduser()
-    return PadSpec(kind="file", sample=(file if file.is_absolute() else base / file).resolve(), **common)
+    # absolute, links left as they are: the engine reads only a regular file at the end of them
+    return PadSpec(kind="file", sample=Path(os.path.abspath(base / file)), **common)
 
 
 def _knob(r: _Reader, t: dict, i: int) -> KnobSpec:
@@ -539,7 +552,7 @@ def _capture(r: _Reader, value: Any, controller: ControllerMap, n_pads: int, n_k
     kit_dir = None
     if "kit_dir" in t:
         folder = Path(r.string(t["kit_dir"], "capture.kit_dir")).expanduser()
-        kit_dir = folder if folder.is_absolute() else (base / folder).resolve()
+        kit_dir = Path(os.path.abspath(base / folder))
     threshold = r.number(t.get("threshold_db", -36.0), "capture.threshold_db", -90, 0)
     silence = r.number(t.get("silence_db", -60.0), "capture.silence_db", -120, 0)
     if silence >= threshold:

@@ -6,6 +6,8 @@ always with the newest alpha (work for an older knob state is never queued, so i
 up). Each finished render is published by replacing the pad's array reference, an atomic swap:
 the audio thread reads `slots[pad]` and always gets a finished buffer; a voice that is playing
 the previous one keeps it. A failing render keeps the previous buffer and records the error.
+A bounce (bounce.py) leaves the thread unstarted and calls `refresh(pads)` instead: the same
+render and bookkeeping in its own thread, for just the pads it is about to hit.
 
 Runs bundle.steer + bundle.decode (onnxruntime) and soxr; never called from the audio callback.
 """
@@ -190,35 +192,60 @@ class RenderWorker:
                     return
                 alpha, version, since = self._alpha, self._version, self._version_time
                 latents = self.sources[pad]
-            t0 = time.perf_counter()
-            try:
-                audio, steered = self.render(latents, alpha)
-            except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
-                err = (f"pad {pad + 1}: render failed ({type(e).__name__}: {e}); "
-                       "the previous sound keeps playing")
-                self.errors[pad] = err
-                self.stats.errors += 1
-                self.stats.last_error = err
-            else:
-                self.slots[pad] = audio  # the atomic swap
-                self.errors[pad] = ""
-                t1 = time.perf_counter()
-                self.rendered[pad] = (latents, t1)
-                compute, latency = (t1 - t0) * 1e3, (t1 - max(since, self._source_time[pad])) * 1e3
-                self.latency_ms[pad] = latency
-                self.stats.renders += 1
-                self.stats.last_ms, self.stats.last_latency_ms = compute, latency
-                self.history.append((pad, compute, latency))
-                if self.analyse:  # for the visualizer: after the sound is out, never delaying it
-                    try:
-                        self.analysis[pad] = analyse(self.bundle, self.probes, steered)
-                    except Exception as e:  # noqa: BLE001 - a display must never stop the instrument
-                        self.analysis[pad] = None
-                        self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
+            self._render_pad(pad, latents, alpha, version, since)
+
+    def refresh(self, pads) -> list[str]:
+        """Render now, in the calling thread, each of `pads` whose render is older than the knobs
+        (or that has none yet), with the current alpha: a bounce renders only what its next hit
+        will hear. Only while the worker thread is not running. Returns the errors of the
+        renders that failed (their pads keep their previous buffers)."""
+        if self._thread is not None:
+            raise RuntimeError("refresh() renders in the caller's thread: stop the worker first")
+        failed = []
+        for pad in pads:
             with self._cond:
-                if self.sources[pad] is latents:
-                    self._done[pad] = version
-                self._cond.notify_all()
+                latents = self.sources[pad]
+                if latents is None or self._done[pad] >= self._version:
+                    continue
+                alpha, version, since = self._alpha, self._version, self._version_time
+            error = self._render_pad(pad, latents, alpha, version, since)
+            if error:
+                failed.append(error)
+        return failed
+
+    def _render_pad(self, pad: int, latents: np.ndarray, alpha: np.ndarray, version: int,
+                    since: float) -> str:
+        """Render one pad and publish it (slot, analysis, stats); '' or the render's error."""
+        t0 = time.perf_counter()
+        error = ""
+        try:
+            audio, steered = self.render(latents, alpha)
+        except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
+            error = f"pad {pad + 1}: render failed ({type(e).__name__}: {e})"
+            self.errors[pad] = error + "; the previous sound keeps playing"
+            self.stats.errors += 1
+            self.stats.last_error = self.errors[pad]
+        else:
+            self.slots[pad] = audio  # the atomic swap
+            self.errors[pad] = ""
+            t1 = time.perf_counter()
+            self.rendered[pad] = (latents, t1)
+            compute, latency = (t1 - t0) * 1e3, (t1 - max(since, self._source_time[pad])) * 1e3
+            self.latency_ms[pad] = latency
+            self.stats.renders += 1
+            self.stats.last_ms, self.stats.last_latency_ms = compute, latency
+            self.history.append((pad, compute, latency))
+            if self.analyse:  # for the visualizer: after the sound is out, never delaying it
+                try:
+                    self.analysis[pad] = analyse(self.bundle, self.probes, steered)
+                except Exception as e:  # noqa: BLE001 - a display must never stop the instrument
+                    self.analysis[pad] = None
+                    self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
+        with self._cond:
+            if self.sources[pad] is latents:
+                self._done[pad] = version
+            self._cond.notify_all()
+        return error
 
     def render(self, latents: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate,

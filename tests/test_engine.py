@@ -99,7 +99,7 @@ def test_knob_moves_in_a_performance_are_heard(rig):
               (2 * gap - 100, knob(1, 0.0)), (2 * gap, note(snare))]
     audio, counters = bounce(bundle, preset, events, RATE)
     centre, up, down = (rms_db(audio[i * gap:i * gap + 8000]) for i in range(3))
-    assert counters["renders"] >= 3 * 4  # every pad, at each of the three knob states
+    assert counters["renders"] == 3  # the snare at each of the three knob states: only what a hit hears
     assert up > centre + 1.0 > down + 2.0, (down, centre, up)
 
 

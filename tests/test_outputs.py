@@ -214,31 +214,11 @@ def test_out_under_a_regular_file_is_one_line(samples, tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "is a file, not a folder" in err
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    """Mount a tmpfs (root only): yields a function mounting one with the given options."""
-    mounted = []
-
-    def mount(name: str, options: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                              capture_output=True)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip()})")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in mounted:
-        subprocess.run(["umount", str(path)], check=False)
-
-
-def test_read_only_and_full_file_systems_are_one_line_and_leave_nothing(samples, small_fs, capsys):
-    ro = small_fs("ro", "ro,size=1m")
+def test_read_only_and_full_file_systems_are_one_line_and_leave_nothing(samples, mount_tmpfs, capsys):
+    ro = mount_tmpfs("ro,size=1m")
     rc, err = _cli(capsys, "ingest", samples, "--out", ro / "store", "--no-progress")
     assert rc == 2 and err.count("\n") == 1 and "Read-only" in err, err
-    full = small_fs("full", "size=64k")
+    full = mount_tmpfs("size=64k")
     rc, err = _cli(capsys, "ingest", samples, "--out", full / "store", "--no-progress", "--workers", 1)
     assert rc == 1 and err.count("\n") == 1 and "--out" in err and "is the disk full" in err, err
     assert list(full.iterdir()) == []  # no .partial folder left behind

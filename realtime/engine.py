@@ -89,7 +89,7 @@ def read_one_shot(path: Path, seconds: float, channels: int, where: str = "") ->
     if not stat.S_ISREG(st.st_mode):
         raise SteerpadError(f"{name}: not a regular file (a folder, FIFO or device); {fix}")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: any file name, UTF-8 or not
             rate = f.samplerate
             if not FILE_RATES[0] <= rate <= FILE_RATES[1]:
                 raise SteerpadError(f"{name}: sample rate {rate} Hz is out of range ({FILE_RATES[0]}-"

@@ -1,0 +1,132 @@
+"""Issue 14 study: faithful mode (realtime/faithful.py) against resynthesis, measured on held-out
+one-shots with a bundle. Not product code: it prints a table and writes JSON for the notes.
+
+    python scripts/faithful_study.py [--bundle models/default] [--data DIR ...] [--clips 12]
+        [--variant NAME=cut_power,add_gain ...] [--json out/faithful_study.json]
+
+Per direction and per mode it sweeps each knob side over 8 equal steps of its calibrated α range
+and reports, in dataset stds of the direction's descriptor: the median change at each end
+(effect_up / effect_down), the share of steps whose median change is under 5 % of that side's
+total (flat), the median level change at each end (dB), and the onset-envelope correlation with
+the source at ±25 % of the knob. Centre error is |y - x| with every knob at 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HYDROGEN = Path("/usr/share/hydrogen/data/drumkits")
+VAL_KITS = ["ColomboAcousticDrumkit", "HardElectro1", "Millo_MultiLayered3"]
+
+
+def onset_env(x: np.ndarray, hop: int = 512) -> np.ndarray:
+    m = x.mean(axis=0)
+    n = len(m) // hop
+    e = np.sqrt((m[: n * hop].reshape(n, hop) ** 2).mean(1) + 1e-12)
+    d = np.diff(20 * np.log10(e), prepend=-120)
+    return np.maximum(d, 0)
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def level_db(x: np.ndarray) -> float:
+    return float(10 * np.log10((x.astype(np.float64) ** 2).mean() + 1e-20))
+
+
+def main() -> int:
+    from steerpad.offline.evaluate import read_clips
+    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
+    from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.faithful import ChangeConfig, apply_change
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", type=Path, default=REPO / "models" / "default")
+    ap.add_argument("--data", type=Path, nargs="+", default=[HYDROGEN / k for k in VAL_KITS])
+    ap.add_argument("--clips", type=int, default=12)
+    ap.add_argument("--directions", nargs="+", default=["brighter", "noisier", "crisper", "airier",
+                                                        "boomier", "louder"])
+    ap.add_argument("--variant", nargs="+", default=["ratio=1,1"],
+                    help="NAME=cut_power,add_gain (faithful variants to compare)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    bundle = load_bundle(args.bundle)
+    clips = read_clips(args.data, bundle, args.clips, log=lambda s: None)
+    sr, hop = bundle.sample_rate, bundle.hop
+    stds = {n: float(v["std"]) for n, v in bundle.manifest["descriptors"].items()}
+    names = [d.name for d in bundle.directions]
+    modes: dict[str, ChangeConfig | None] = {"resynth": None}
+    for v in args.variant:
+        name, params = v.split("=")
+        cp, ag = (float(p) for p in params.split(","))
+        modes[name] = ChangeConfig(cut_power=cp, add_gain=ag)
+
+    latents = [bundle.encode(a)[0] for _, a in clips]
+    plains = [bundle.decode(bundle.steer(z, np.zeros(len(names), np.float32)))[0] for z in latents]
+    results: dict = {}
+    steps = np.linspace(0, 1, 9)  # 8 equal steps per side
+    for dname in args.directions:
+        k = names.index(dname)
+        d = bundle.directions[k]
+        j = DESC_NAMES.index(d.descriptor)
+        for mode, cfg in modes.items():
+            per_side = {}
+            for side, end in (("up", d.alpha_max), ("down", d.alpha_min)):
+                changes = np.zeros((len(clips), len(steps)))
+                levels = np.zeros(len(clips))
+                onsets = []
+                for c, ((_, x), z, p) in enumerate(zip(clips, latents, plains, strict=True)):
+                    base = x if cfg is not None else p
+                    ref, mask = clip_means(base, sr, hop, None)
+                    for s, u in enumerate(steps):
+                        if u == 0:
+                            changes[c, s] = 0.0
+                            continue
+                        alpha = np.zeros(len(names), np.float32)
+                        alpha[k] = u * end
+                        q = bundle.decode(bundle.steer(z, alpha))[0]
+                        y = q if cfg is None else apply_change(x, p, q, cfg)
+                        vals, _ = clip_means(y, sr, hop, mask)
+                        changes[c, s] = (vals[j] - ref[j]) / stds[d.descriptor]
+                        if s == len(steps) - 1:
+                            levels[c] = level_db(y) - level_db(base)
+                        if s == 2:  # 25 % of the knob
+                            onsets.append(corr(onset_env(x), onset_env(y)))
+                med = np.median(changes, axis=0)
+                total = med[-1]
+                flat = float(np.mean(np.abs(np.diff(med)) < 0.05 * abs(total))) if total else 1.0
+                per_side[side] = {"effect": float(total), "flat": flat,
+                                  "level_db": float(np.median(levels)),
+                                  "onset_r_quarter": float(np.median(onsets)),
+                                  "median_curve": [float(v) for v in med]}
+            centre = 0.0
+            if cfg is not None:
+                centre = max(float(np.abs(apply_change(x, p, p, cfg) - x).max())
+                             for (_, x), p in zip(clips, plains, strict=True))
+            else:
+                centre = float(np.median([np.abs(p - x).max()
+                                          for (_, x), p in zip(clips, plains, strict=True)]))
+            results.setdefault(dname, {})[mode] = {**per_side, "centre_max_abs": centre}
+            u, dn = per_side["up"], per_side["down"]
+            print(f"{dname:9s} {mode:10s} up {u['effect']:+.2f} (flat {u['flat']:.2f}, "
+                  f"{u['level_db']:+.1f} dB, onset r {u['onset_r_quarter']:.2f})  down {dn['effect']:+.2f} "
+                  f"(flat {dn['flat']:.2f}, {dn['level_db']:+.1f} dB, onset r {dn['onset_r_quarter']:.2f})  "
+                  f"centre {centre:.2g}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"clips": [n for n, _ in clips], "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

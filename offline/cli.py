@@ -2,14 +2,18 @@
 and `run(args) -> int`; only the chosen one is imported, so realtime commands never load torch.
 
 Exit codes: 0 done, 1 a runtime failure (RuntimeFailure, the system refusing a file, a bug),
-2 bad input or usage (SteerpadError, argparse), 130 Ctrl-C. Every failure is one line on stderr."""
+2 bad input or usage (SteerpadError, argparse), 130 Ctrl-C, 128 + N for SIGTERM / SIGHUP (raised
+as Stopped, a KeyboardInterrupt, so every command cleans up as for Ctrl-C). Every failure is one
+line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 
@@ -58,21 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = picked
     module_name, help_ = COMMANDS[name]
-    parser = argparse.ArgumentParser(prog=f"steerpad {name}", description=help_)
+    before = _stop_on_signals()
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        print(f"steerpad: error: `steerpad {name}` needs the training extra ({e.name} is missing): "
-              "pip install 'steerpad[train]'", file=sys.stderr)
-        return 2
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
-    try:
-        return int(module.run(args) or 0)
+        return _run(name, module_name, help_, rest)
     except RuntimeFailure as e:
         return _fail(str(e), 1)
     except SteerpadError as e:
         return _fail(str(e), 2)
+    except Stopped as e:
+        print(f"steerpad: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("steerpad: interrupted", file=sys.stderr)
         return 130
@@ -86,6 +85,44 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"internal error in `steerpad {name}`: {type(e).__name__}: {e} (please report "
                      "it; STEERPAD_DEBUG=1 shows the traceback)", 1)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _run(name: str, module_name: str, help_: str, rest: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"steerpad {name}", description=help_)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise SteerpadError(f"`steerpad {name}` needs the training extra ({e.name} is missing): "
+                            "pip install 'steerpad[train]'") from None
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a `timeout`, a job manager, a closed terminal), raised like Ctrl-C so
+    every command cleans up as it does for Ctrl-C: no `.tmp` or `.partial` left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict:
+    """Raise Stopped on SIGTERM and SIGHUP (main thread only); returns the handlers replaced."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    before = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                signum = getattr(signal, name)
+                before[signum] = signal.signal(signum, stop)
+    return before
 
 
 def _fail(message: str, code: int) -> int:

@@ -183,7 +183,7 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
     from steerpad.realtime.outputs import claim_output, mark_run
 
     out_dir = Path(out_dir)
-    claim_output(out_dir, "run", resume=True)  # refused before hours of work, not after
+    claim_output(out_dir, "run:steering", resume=True)  # refused before hours of work, not after
     sae.eval()
     vae.fold_weight_norm().eval()
     tables = frame_tables(store, latents, vae if config.describe == "reconstruction" else None,

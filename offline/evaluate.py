@@ -75,7 +75,8 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     from steerpad.realtime.bundle import load_bundle
 
     t0 = time.perf_counter()
-    claim_output(out, "run", inputs=[bundle_path, *data], resume=True)
+    claim_output(out, "run:eval", inputs=[bundle_path, *data], resume=True)
+    mark_run(out, "eval")  # now, so a place it cannot write fails before the measuring
     bundle = load_bundle(bundle_path)
     clips = read_clips(data, bundle, max_clips, log)
     latents = [bundle.encode(audio)[0] for _, audio in clips]
@@ -109,7 +110,6 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     report["identity_max_abs"] = identity
     report["seconds"] = time.perf_counter() - t0
     report["descriptor_order"] = list(DESC_NAMES)
-    mark_run(out, "eval")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_report(report, out)
     return report

@@ -47,6 +47,7 @@ from steerpad.offline.labels import (
     read_drumkit,
 )
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.limits import FILE_RATES
 from steerpad.realtime.outputs import claim_output, os_reason
 
 # IngestConfig overrides that keep only exact duplicates (cosine and correlation of 1).
@@ -90,6 +91,9 @@ def load_clip(path: str | Path, config: IngestConfig) -> tuple[np.ndarray, dict]
             x = f.read(frames=int(config.max_read_s * rate), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as e:
         raise SkipFile("unreadable", f"cannot decode: {str(e).strip() or type(e).__name__}") from e
+    if not FILE_RATES[0] <= rate <= FILE_RATES[1]:
+        raise SkipFile("unreadable", f"sample rate {rate} Hz is outside {FILE_RATES[0]}-"
+                                     f"{FILE_RATES[1]} Hz: a broken header")
     if x.shape[0] == 0:
         raise SkipFile("empty", "no audio samples")
     if not np.isfinite(x).all():
@@ -376,6 +380,7 @@ def ingest(dirs: list[Path], out: Path, config: IngestConfig, force: bool = Fals
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "config": asdict(config),
                 "summary": asdict(summary), "shards": shards}
         (tmp / "store.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        claim_output(out, "store", force=force)  # again: a folder may have appeared there since
         replace_folder(tmp, out)
     except OSError as e:  # the store's own writes: a full disk, a vanished folder
         shutil.rmtree(tmp, ignore_errors=True)

@@ -74,8 +74,11 @@ class IngestConfig:
         if self.val_kits is not None:
             self.val_kits = [str(k) for k in self.val_kits]
         checks = [
-            (self.sample_rate >= 1000, "sample_rate must be >= 1000 Hz"),
-            (self.channels >= 1, "channels must be >= 1"),
+            (8000 <= self.sample_rate <= 384000, "sample_rate must be 8000 to 384000 Hz (a "
+             "bundle's range)"),
+            (1 <= self.channels <= 8, "channels must be 1 to 8 (a bundle's range)"),
+            (self.hop * self.frames <= 60 * self.sample_rate, "frames * hop must be at most 60 s "
+             "of audio (a bundle's range)"),
             (self.hop >= 1 and self.frames >= 1, "hop and frames must be >= 1"),
             (self.silence_db < 0 and self.trim_db < 0, "silence_db and trim_db must be < 0 dB"),
             (self.min_peak_db < 0, "min_peak_db must be < 0 dBFS"),

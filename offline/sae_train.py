@@ -179,7 +179,7 @@ def train_sae(train: np.ndarray, val: np.ndarray, config: SAETrainConfig, out_di
     per_epoch = n // batch
     dead_after = config.sae.dead_after or n  # silent for about one epoch
     out_dir = Path(out_dir)
-    claim_output(out_dir, "run", resume=True)
+    claim_output(out_dir, "run:sae", resume=True)
     ckpt_path = out_dir / "checkpoint.pt"
 
     model = TopKSAE(config.sae, torch.from_numpy(mean), torch.from_numpy(std), seed=config.seed)
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     from steerpad.offline.latents import LatentStore
 
     store = LatentStore.open(args.latents)
-    claim_output(args.out, "run", inputs=[args.latents], resume=True)
+    claim_output(args.out, "run:sae", inputs=[args.latents], resume=True)
     train, val = store.frames("train"), store.frames("val")
     try:
         config = SAETrainConfig(

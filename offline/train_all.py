@@ -261,11 +261,14 @@ def stage_eval(plan: TrainPlan, store) -> dict:
 
 
 def train_bundle(plan: TrainPlan) -> dict:
-    from steerpad.realtime.outputs import claim_output, mark_run
+    from steerpad.realtime.outputs import claim_output, mark_run, related
 
     # A rerun replaces the bundle it made; the work folder is resumed.
+    if related(plan.out, plan.work):
+        raise SteerpadError(f"--out {plan.out} and --work {plan.work}: one holds the other; give "
+                            "the bundle and the work folder separate places")
     claim_output(plan.out, "bundle", inputs=plan.data, force=True)
-    claim_output(plan.work, "run", option="--work", inputs=plan.data, resume=True)
+    claim_output(plan.work, "run:train", option="--work", inputs=plan.data, resume=True)
     mark_run(plan.work, "train")
     vae_config = _vae_config(plan)
     store = stage_ingest(plan, vae_config)

@@ -303,7 +303,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         from steerpad.offline.ingest import IngestStore
 
         store = IngestStore.open(Path(store))
-    claim_output(out_dir, "run", inputs=[store.path], resume=True)
+    claim_output(out_dir, "run:vae", inputs=[store.path], resume=True)
     ckpt_path = out_dir / "checkpoint.pt"
     if not resume and ckpt_path.exists():
         raise SteerpadError(f"{out_dir} already holds a training run; pass --resume to continue it "

@@ -34,7 +34,7 @@ from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.events import Event, NoteOn
 from steerpad.realtime.limits import check_audio_options
 from steerpad.realtime.midiparse import MidiParser
-from steerpad.realtime.outputs import claim_output, os_reason
+from steerpad.realtime.outputs import claim_output, os_reason, replace_claimed
 from steerpad.realtime.presets import Preset, load_preset
 
 TAIL_S = 0.25
@@ -211,7 +211,7 @@ class WavOutput:
     def close(self) -> None:
         try:
             self._file.close()  # writes the header: can fail on a full disk too
-            os.replace(self._tmp, self.path)
+            replace_claimed(self._tmp, self.path, "wav", "--out")
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
             raise self._failed(e) from None
 
@@ -294,15 +294,17 @@ def run(args: argparse.Namespace) -> int:
     check_audio_options(args.sample_rate, args.blocksize, "render")
     max_duration = check_max_duration(args.max_duration)
     if not args.performance.is_file():
-        raise SteerpadError(f"{args.performance}: no such MIDI file")
-    inputs = (args.performance, args.bundle, args.preset)  # refused now, not after the render
-    claim_output(args.out, "wav", inputs=inputs, force=True)
-    if args.features is not None:
-        claim_output(args.features, "features", option="--features", inputs=(*inputs, args.out), force=True)
+        what = "not a regular file" if args.performance.exists() else "no such MIDI file"
+        raise SteerpadError(f"{args.performance}: {what}; give a standard MIDI file (.mid)")
     sender = None if args.osc is None else oscfeed.OscSender(*oscfeed.parse_target(args.osc))
     rate = oscfeed.check_rate(args.osc_rate)
     bundle = load_bundle(args.bundle)
     preset = load_preset(args.preset)
+    # every file the render reads (a pad's sample may be an earlier bounce): refused now, not after
+    inputs = (args.performance, args.bundle, args.preset, *preset.files())
+    claim_output(args.out, "wav", inputs=inputs, force=True)
+    if args.features is not None:
+        claim_output(args.features, "features", option="--features", inputs=(*inputs, args.out), force=True)
     events = read_performance(args.performance, args.sample_rate, preset.controller.cc14, max_duration)
     counters, file = bounce_to_files(bundle, preset, events, args.out, args.sample_rate, args.blocksize,
                                      args.subtype, args.features, sender, rate, max_duration=max_duration)

@@ -30,6 +30,7 @@ import soxr
 from steerpad.realtime.bundle import Bundle
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
+from steerpad.realtime.limits import FILE_RATES
 from steerpad.realtime.masterbus import MasterBus
 from steerpad.realtime.presets import Preset, check_preset
 from steerpad.realtime.renderer import RenderWorker
@@ -67,8 +68,6 @@ def load_pad_sources(bundle: Bundle, preset: Preset) -> list[np.ndarray | None]:
     return sources
 
 
-FILE_RATES = (1000, 768000)
-"""Sample rates a one-shot file may have (Hz); a header outside is broken or hostile."""
 READ_CHUNK = 1 << 20
 """Samples (frames x channels) read from a one-shot file at a time: its channels are mixed down
 chunk by chunk, so a file with many channels takes no more memory than a stereo one."""

@@ -29,6 +29,9 @@ BLOCKSIZE_MIN, BLOCKSIZE_MAX = 16, 8192
 """Frames per audio block."""
 SAMPLE_RATE_MIN, SAMPLE_RATE_MAX = 8000, 384000
 """Hz."""
+FILE_RATES = (1000, 768000)
+"""Sample rates an audio file (a pad's sample, a one-shot to ingest) may have, in Hz: a header
+outside this is broken or hostile (a 1 Hz "kick" would be upsampled from a few samples)."""
 
 
 def _whole(value: object) -> bool:

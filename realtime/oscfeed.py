@@ -27,7 +27,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.features import FeatureStream, Frame
-from steerpad.realtime.outputs import claim_output, os_reason
+from steerpad.realtime.outputs import claim_output, os_reason, replace_claimed
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -182,7 +182,7 @@ class FeatureFile:
     def close(self) -> None:
         try:
             self._file.close()
-            os.replace(self._tmp, self.path)
+            replace_claimed(self._tmp, self.path, "features", "--features")
         except OSError as e:
             raise self._failed(e) from None
 

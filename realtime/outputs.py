@@ -10,8 +10,9 @@ kind of output steerpad writes carries a marker it recognises:
 | `store`    | ingest                          | `store.json`, `"format": "steerpad-ingest"`       |
 | `latents`  | encode                          | `meta.json`, `"format": "steerpad-latents-1"`     |
 | `bundle`   | export, train                   | `manifest.json`, `"schema": "steerpad-bundle"`    |
-| `run`      | train vae / sae, train's work   | `steerpad-run.json`, `"format": "steerpad-run"`   |
-|            | folder, eval                    |                                                   |
+| `run:STAGE`| train vae / sae (`vae`, `sae`), | `steerpad-run.json`, `"format": "steerpad-run"`,  |
+|            | train's work folder (`train`),  | `"stage": STAGE`: a folder of one stage is never  |
+|            | steering, eval                  | taken for another's                               |
 | `wav`      | render (bounce)                 | the WAV's `software` tag starts with `steerpad`   |
 | `features` | render --features               | first line is a feature frame (`frame`, `time`,   |
 |            |                                 | `messages`)                                       |
@@ -92,8 +93,8 @@ def kind_of(path: str | Path) -> str | None:
         if manifest and manifest.get("schema") == "steerpad-bundle":
             return "bundle"
         run = _json(path / RUN_MARKER)
-        if run and run.get("format") == RUN_FORMAT:
-            return "run"
+        if run and run.get("format") == RUN_FORMAT and isinstance(run.get("stage"), str):
+            return f"run:{run['stage']}"
         return None
     if path.is_file():
         if path.suffix.lower() in (".wav", ".wave") and _wav_software(path).startswith("steerpad"):
@@ -104,6 +105,16 @@ def kind_of(path: str | Path) -> str | None:
         if line is not None and {"frame", "time", "messages"} <= set(line):
             return "features"
     return None
+
+
+def _named(kind: str) -> str:
+    """'store' -> 'steerpad store', 'run:vae' -> 'steerpad vae run folder'."""
+    return f"steerpad {kind[4:]} run folder" if kind.startswith("run:") else f"steerpad {kind}"
+
+
+def related(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths (links resolved) are the same or one holds the other."""
+    return _related(_real(Path(a)), _real(Path(b)))
 
 
 def _related(a: Path, b: Path) -> bool:
@@ -147,15 +158,27 @@ def claim_output(out: str | Path, kind: str, *, option: str = "--out", inputs: I
                                 "through; give the real path")
         if found is None:
             raise SteerpadError(f"{option} {out}: exists and steerpad did not write it (no "
-                                f"steerpad {kind} marker); steerpad only replaces its own "
+                                f"{_named(kind)} marker); steerpad only replaces its own "
                                 "outputs: choose another path or remove it yourself")
         if found != kind:
-            raise SteerpadError(f"{option} {out}: is a steerpad {found}, not a {kind}; choose "
-                                "another path")
+            raise SteerpadError(f"{option} {out}: is a {_named(found)}, not a {_named(kind)}; "
+                                "choose another path")
         if not resume and not force:
             raise SteerpadError(f"{option} {out}: already exists; pass --force to replace it")
     make_parent(out, option)
     return exists
+
+
+def replace_claimed(tmp: str | Path, out: str | Path, kind: str, option: str = "--out") -> None:
+    """Move the finished temporary `tmp` over `out`, first checking again that `out` is absent or
+    still a steerpad `kind` (something may have appeared there while the command ran). On any
+    refusal or failure `tmp` is removed and the error raised."""
+    try:
+        claim_output(out, kind, option=option, force=True)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def make_parent(out: Path, option: str = "--out") -> None:
@@ -175,8 +198,8 @@ def make_parent(out: Path, option: str = "--out") -> None:
 
 
 def mark_run(folder: str | Path, stage: str) -> None:
-    """Create `folder` (if needed) and write its run marker, so steerpad may later resume into it
-    or replace it. Call only after `claim_output(folder, "run", resume=True)`."""
+    """Create `folder` (if needed) and write its run marker for `stage` (kind "run:<stage>"), so
+    steerpad may later resume into it. Call only after `claim_output(folder, "run:<stage>", ...)`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / RUN_MARKER

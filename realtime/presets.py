@@ -185,6 +185,11 @@ class Preset:
     """Program change number -> knob positions by direction name."""
     capture: CaptureSpec = field(default_factory=CaptureSpec)
 
+    def files(self) -> list[Path]:
+        """The audio files its pads play (not kit entries): what a render reads besides the
+        bundle, so what it must never write over."""
+        return [Path(p.sample) for p in self.pads if p.kind == "file"]
+
 
 # ---------------------------------------------------------------- reading TOML
 

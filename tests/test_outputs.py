@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import drumsynth
@@ -90,10 +92,10 @@ def test_force_replaces_only_a_store(samples, tmp_path, capsys):
 def test_a_store_is_not_a_bundle_nor_a_run(samples, tmp_path):
     store = tmp_path / "store"
     ingest([samples], store, CFG, progress=False)
-    with pytest.raises(SteerpadError, match="is a steerpad store, not a bundle"):
+    with pytest.raises(SteerpadError, match="is a steerpad store, not a steerpad bundle"):
         claim_output(store, "bundle", force=True)
-    with pytest.raises(SteerpadError, match="is a steerpad store, not a run"):
-        claim_output(store, "run", resume=True)
+    with pytest.raises(SteerpadError, match="is a steerpad store, not a steerpad vae run folder"):
+        claim_output(store, "run:vae", resume=True)
     link = tmp_path / "link"
     link.symlink_to(store)
     with pytest.raises(SteerpadError, match="a symlink"):
@@ -124,13 +126,54 @@ def test_stages_refuse_a_folder_they_did_not_write(samples, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_path_that_appears_while_a_command_runs_is_not_replaced(tmp_path):
+    from steerpad.realtime.outputs import replace_claimed
+
+    tmp = tmp_path / ".x.wav.123.tmp"
+    tmp.write_bytes(b"the render")
+    out = tmp_path / "x.wav"
+    out.write_bytes(b"a file the user saved there meanwhile")
+    with pytest.raises(SteerpadError, match="steerpad did not write it"):
+        replace_claimed(tmp, out, "wav")
+    assert out.read_bytes() == b"a file the user saved there meanwhile" and not tmp.exists()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """A `timeout` or a job manager stops a render: rc 143, one line, no hidden .tmp left."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    for i in range(240):  # two minutes of hits, each with a knob move before it
+        track.append(mido.Message("control_change", channel=0, control=70, value=i % 128, time=0))
+        track.append(mido.Message("note_on", channel=9, note=36 + i % 16, velocity=100, time=240))
+    mid.save(tmp_path / "long.mid")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "steerpad.offline.cli", "render",
+                             str(tmp_path / "long.mid"), "--bundle", str(repo / "models" / "default"),
+                             "--preset", str(repo / "presets" / "default.toml"),
+                             "--out", str(tmp_path / "long.wav")],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".long.wav.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.glob(".long.wav.*.tmp")), "the render never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mid"]
+
+
 def test_a_marked_run_folder_resumes_and_an_empty_one_is_taken(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert claim_output(empty, "run", resume=True) is True
+    assert claim_output(empty, "run:vae", resume=True) is True
     mark_run(empty, "vae")
-    assert kind_of(empty) == "run" and claim_output(empty, "run", resume=True) is True
-    assert claim_output(tmp_path / "new" / "deeper", "run", resume=True) is False
+    assert kind_of(empty) == "run:vae" and claim_output(empty, "run:vae", resume=True) is True
+    with pytest.raises(SteerpadError, match="is a steerpad vae run folder, not a steerpad eval run"):
+        claim_output(empty, "run:eval", resume=True)  # eval never writes into a training run
+    assert claim_output(tmp_path / "new" / "deeper", "run:sae", resume=True) is False
     assert (tmp_path / "new").is_dir()
 
 
@@ -165,8 +208,9 @@ def test_absurd_levels_and_dc_are_refused_at_ingest(tmp_path):
     sf.write(d / "kick.wav", good, SR, subtype="FLOAT")
     sf.write(d / "loud_kick.wav", good * 1e30, SR, subtype="FLOAT")
     sf.write(d / "dc_kick.wav", np.full(SR, 0.5, np.float32), SR, subtype="FLOAT")
+    sf.write(d / "1hz_kick.wav", good[:17640], 1, subtype="FLOAT")  # a broken header's rate
     summary = ingest([tmp_path / "in"], tmp_path / "store", CFG, progress=False)
-    assert summary.clips == 1 and summary.skipped == {"level": 1, "dc": 1}
+    assert summary.clips == 1 and summary.skipped == {"level": 1, "dc": 1, "unreadable": 1}
     reasons = {Path(s["path"]).name: s["reason"] for s in summary.skipped_files}
     assert "+599" in reasons["loud_kick.wav"] and "AC" in reasons["dc_kick.wav"]
 

@@ -238,6 +238,22 @@ def build(root: Path) -> list[Case]:
                                                     flag, v], None, (2,)))
             cases.append(Case(f"live{flag}={v}", ["live", "--bundle", bundle, "--preset", preset,
                                                   "--no-status", "--duration", "1", flag, v], None, (2,)))
+    mine = root / "bounced.wav"  # an earlier bounce, now a pad's sample: never the next --out
+    with sf.SoundFile(mine, "w", 48000, 2, "FLOAT") as f:
+        f.software = "steerpad render"
+        f.write(_hit(9)[:, None].repeat(2, axis=1))
+    (root / "resample.toml").write_text(f'name = "r"\ncontroller = "generic"\n[[pads]]\nsample = "{mine}"\n')
+    cases.append(Case("render-over-its-own-pad-sample",
+                      ["render", str(midi["good"]), "--bundle", bundle, "--preset",
+                       str(root / "resample.toml"), "--out", str(mine)], None, (2,)))
+    cases.append(Case("train-out-is-work", ["train", "--data", str(good), "--out", str(out / "tw"),
+                                            "--work", str(out / "tw")], None, (2,)))
+    cases.append(Case("ingest-3000-channels", ["ingest", str(good), "--out", str(out / "c"),
+                                               "--channels", "3000"], None, (2,)))
+    cases.append(Case("eval-into-a-training-run", ["eval", bundle, "--data", str(good), "--out",
+                                                   str(out / "vaerun")], None, (2,)))
+    (out / "vaerun").mkdir()
+    (out / "vaerun" / "steerpad-run.json").write_text('{"format": "steerpad-run", "stage": "vae"}')
     cases.append(Case("render-over-theirs", ["render", str(midi["good"]), "--bundle", bundle, "--preset",
                                              preset, "--out", str(root / "theirs.wav")], None, (2,)))
     cases.append(Case("render-features-over-theirs",

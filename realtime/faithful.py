@@ -47,19 +47,19 @@ class ChangeConfig:
 
 
 def _window() -> np.ndarray:
-    return np.hanning(N_FFT + 1)[:N_FFT].astype(np.float64)  # periodic Hann
+    return np.hanning(N_FFT + 1)[:N_FFT].astype(np.float32)  # periodic Hann
 
 
 def stft(x: np.ndarray) -> np.ndarray:
-    """x [C, T] -> complex [C, frames, N_FFT/2 + 1]; padded by N_FFT at both ends so every sample
-    is covered by a full set of overlapping windows."""
-    x = np.asarray(x, dtype=np.float64)
+    """x [C, T] -> complex64 [C, frames, N_FFT/2 + 1]; padded by N_FFT at both ends so every
+    sample is covered by a full set of overlapping windows."""
+    x = np.asarray(x, dtype=np.float32)
     c, t = x.shape
-    padded = np.zeros((c, t + 2 * N_FFT + HOP), np.float64)
+    padded = np.zeros((c, t + 2 * N_FFT + HOP), np.float32)
     padded[:, N_FFT:N_FFT + t] = x
     n = (padded.shape[1] - N_FFT) // HOP + 1
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
-    return np.fft.rfft(padded[:, idx] * _window(), axis=-1)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP][:, :n]
+    return np.fft.rfft(frames * _window(), axis=-1)
 
 
 def istft(spec: np.ndarray, length: int) -> np.ndarray:
@@ -67,11 +67,11 @@ def istft(spec: np.ndarray, length: int) -> np.ndarray:
     frames k, k + 4, k + 8 ... do not overlap: each such set is laid down as one array."""
     c, n, _ = spec.shape
     w = _window()
-    frames = np.fft.irfft(spec, n=N_FFT, axis=-1) * w
+    frames = np.fft.irfft(spec, n=N_FFT, axis=-1).astype(np.float32) * w
     step = N_FFT // HOP
     total = (n - 1) * HOP + N_FFT
-    out = np.zeros((c, total + N_FFT), np.float64)
-    norm = np.zeros(total + N_FFT, np.float64)
+    out = np.zeros((c, total + N_FFT), np.float32)
+    norm = np.zeros(total + N_FFT, np.float32)
     for k in range(step):
         part = frames[:, k::step]  # [C, m, N_FFT], back to back
         m = part.shape[1]
@@ -81,49 +81,60 @@ def istft(spec: np.ndarray, length: int) -> np.ndarray:
     return out[:, N_FFT:N_FFT + length].astype(np.float32)
 
 
+def _box(a: np.ndarray, half: int, axis: int) -> np.ndarray:
+    """Moving average over ±half along `axis` (shorter windows at the edges)."""
+    if half <= 0:
+        return a
+    a = np.moveaxis(a, axis, -1)
+    n, k = a.shape[-1], 2 * half + 1
+    csum = np.zeros(a.shape[:-1] + (n + 2 * half + 1,), np.float32)
+    np.cumsum(np.pad(a, [(0, 0)] * (a.ndim - 1) + [(half, half)]), axis=-1, out=csum[..., 1:])
+    counts = np.convolve(np.ones(n, np.float32), np.ones(k, np.float32), mode="same")
+    return np.moveaxis((csum[..., k:] - csum[..., :n]) / counts, -1, axis)
+
+
 def _smooth(mag: np.ndarray, bins: int, frames: int) -> np.ndarray:
-    """Moving average of mag [C, frames, bins] over ±bins and ±frames (edges: shorter windows)."""
-    out = mag
-    for axis, half in ((2, bins), (1, frames)):
-        if half <= 0:
-            continue
-        k = 2 * half + 1
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (half, half)
-        csum = np.cumsum(np.pad(out, pad), axis=axis)
-        csum = np.concatenate([np.zeros_like(np.take(csum, [0], axis=axis)), csum], axis=axis)
-        n = out.shape[axis]
-        hi = np.take(csum, np.arange(k, k + n), axis=axis)
-        lo = np.take(csum, np.arange(0, n), axis=axis)
-        counts = np.convolve(np.ones(n), np.ones(k), mode="same")
-        shape = [1] * out.ndim
-        shape[axis] = n
-        out = (hi - lo) / counts.reshape(shape)
-    return out
+    """Moving average of mag [C, frames, bins] over ±bins and ±frames."""
+    return _box(_box(mag, bins, 2), frames, 1)
+
+
+class FaithfulPad:
+    """One pad's fixed part, computed once per source: the source's STFT and the plain decode's
+    smoothed magnitude. `render(steered)` then costs one STFT, the per-bin change and one
+    inverse STFT per knob move."""
+
+    def __init__(self, source: np.ndarray, plain: np.ndarray, config: ChangeConfig = ChangeConfig()):
+        self.source = np.asarray(source, dtype=np.float32)
+        self.config = config
+        self.channels, self.length = self.source.shape
+        self.X = stft(self.source)
+        mp = _smooth(np.abs(stft(self._fit(plain))), config.smooth_bins, config.smooth_frames)
+        self.floor = max(float(mp.max()), 1e-12) * 10 ** (config.floor_db / 20)
+        self.mp = np.maximum(mp, self.floor)
+
+    def _fit(self, a: np.ndarray) -> np.ndarray:
+        """a [C', T'] as [C, T]: channels folded or spread, cut or zero-padded."""
+        a = np.asarray(a, dtype=np.float32)
+        if a.shape[0] != self.channels:
+            a = np.repeat(a.mean(axis=0, keepdims=True), self.channels, axis=0)
+        out = np.zeros((self.channels, self.length), np.float32)
+        n = min(self.length, a.shape[1])
+        out[:, :n] = a[:, :n]
+        return out
+
+    def render(self, steered: np.ndarray) -> np.ndarray:
+        """The source reshaped by the change from the plain decode to `steered` -> [C, T]."""
+        cfg = self.config
+        Q = stft(self._fit(steered))
+        mq = np.maximum(_smooth(np.abs(Q), cfg.smooth_bins, cfg.smooth_frames), self.floor)
+        cut = np.minimum(mq / self.mp, 1.0) ** cfg.cut_power
+        added = cfg.add_gain * np.maximum(mq - self.mp, 0.0)
+        phase = Q / np.maximum(np.abs(Q), 1e-20)
+        return istft(self.X * cut + added * phase, self.length)
 
 
 def apply_change(source: np.ndarray, plain: np.ndarray, steered: np.ndarray,
                  config: ChangeConfig = ChangeConfig()) -> np.ndarray:
     """The source [C, T] reshaped by the change from `plain` to `steered` (both [C, T'] at the
     source's rate, time-aligned with it; cut or zero-padded to T) -> float32 [C, T]."""
-    source = np.asarray(source, dtype=np.float32)
-    c, t = source.shape
-
-    def fit(a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a, dtype=np.float32)
-        if a.shape[0] != c:
-            a = np.repeat(a.mean(axis=0, keepdims=True), c, axis=0)
-        out = np.zeros((c, t), np.float32)
-        out[:, :min(t, a.shape[1])] = a[:, :t]
-        return out
-
-    X, P, Q = stft(source), stft(fit(plain)), stft(fit(steered))
-    mp = _smooth(np.abs(P), config.smooth_bins, config.smooth_frames)
-    mq = _smooth(np.abs(Q), config.smooth_bins, config.smooth_frames)
-    floor = max(float(mp.max()), 1e-12) * 10 ** (config.floor_db / 20)
-    mp, mq = np.maximum(mp, floor), np.maximum(mq, floor)
-    ratio = mq / mp
-    cut = np.minimum(ratio, 1.0) ** config.cut_power
-    added = config.add_gain * np.maximum(mq - mp, 0.0)
-    phase = Q / np.maximum(np.abs(Q), 1e-20)
-    return istft(X * cut + added * phase, t)
+    return FaithfulPad(source, plain, config).render(steered)

@@ -58,6 +58,10 @@ def main() -> int:
     ap.add_argument("--variant", nargs="+", default=["ratio=1,1"],
                     help="NAME=cut_power,add_gain (faithful variants to compare)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--calibrate", action="store_true",
+                    help="per side, find on each mode's own output the α where the median change "
+                         "reaches 1 std, on a geometric grid up to 4x the bundle's range, stopping "
+                         "where the level leaves +-12 dB or the change falls back by 0.1 std")
     args = ap.parse_args()
 
     bundle = load_bundle(args.bundle)
@@ -72,6 +76,8 @@ def main() -> int:
         modes[name] = ChangeConfig(cut_power=cp, add_gain=ag)
 
     latents = [bundle.encode(a)[0] for _, a in clips]
+    if args.calibrate:
+        return calibrate(args, bundle, clips, latents, modes)
     plains = [bundle.decode(bundle.steer(z, np.zeros(len(names), np.float32)))[0] for z in latents]
     results: dict = {}
     steps = np.linspace(0, 1, 9)  # 8 equal steps per side
@@ -125,6 +131,59 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"clips": [n for n, _ in clips], "results": results}, indent=1))
+    return 0
+
+
+def calibrate(args, bundle, clips, latents, modes) -> int:
+    """Per direction, side and mode: the α that reaches 1 std on that mode's own output."""
+    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
+    from steerpad.realtime.faithful import FaithfulPad
+
+    sr, hop = bundle.sample_rate, bundle.hop
+    stds = {n: float(v["std"]) for n, v in bundle.manifest["descriptors"].items()}
+    names = [d.name for d in bundle.directions]
+    zero = np.zeros(len(names), np.float32)
+    plains = [bundle.decode(bundle.steer(z, zero))[0] for z in latents]
+    out: dict = {}
+    for dname in args.directions:
+        k = names.index(dname)
+        d = bundle.directions[k]
+        j = DESC_NAMES.index(d.descriptor)
+        for mode, cfg in modes.items():
+            pads = [None if cfg is None else FaithfulPad(x, p, cfg)
+                    for (_, x), p in zip(clips, plains, strict=True)]
+            bases = [p if cfg is None else x for (_, x), p in zip(clips, plains, strict=True)]
+            refs = [clip_means(b, sr, hop, None) for b in bases]
+            for side, end in (("up", 4 * d.alpha_max), ("down", 4 * d.alpha_min)):
+                grid = end / 2.0 ** np.arange(9, -1, -1)  # |end|/512 ... |end|
+                best = {"alpha": 0.0, "effect": 0.0, "level_db": 0.0, "reached": False}
+                for a in grid:
+                    alpha = zero.copy()
+                    alpha[k] = a
+                    eff, lev = [], []
+                    for c, z in enumerate(latents):
+                        q = bundle.decode(bundle.steer(z, alpha))[0]
+                        y = q if pads[c] is None else pads[c].render(q)
+                        vals, _ = clip_means(y, sr, hop, refs[c][1])
+                        sign = 1 if side == "up" else -1
+                        eff.append(sign * (vals[j] - refs[c][0][j]) / stds[d.descriptor])
+                        lev.append(level_db(y) - level_db(bases[c]))
+                    e, lv = float(np.median(eff)), float(np.median(lev))
+                    if abs(lv) > 12 or e < best["effect"] - 0.1:  # a knob that turns back
+                        break
+                    if e < best["effect"]:
+                        continue
+                    best = {"alpha": float(a), "effect": e, "level_db": lv, "reached": e >= 1.0}
+                    if e >= 1.0:
+                        break
+                out.setdefault(dname, {}).setdefault(mode, {})[side] = best
+                was = d.alpha_max if side == "up" else d.alpha_min
+                print(f"{dname:9s} {mode:10s} {side:4s} alpha {best['alpha']:+8.3f} (bundle {was:+7.3f})"
+                      f"  effect {best['effect']:+.2f} std  level {best['level_db']:+.1f} dB  "
+                      f"{'reached' if best['reached'] else 'NOT reached'}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
     return 0
 
 

@@ -35,6 +35,7 @@ from steerpad.offline.oobleck import OobleckVAE
 from steerpad.offline.sae import TopKSAE
 from steerpad.offline.steering import CodesModule, SteerModule
 from steerpad.realtime.bundle import (
+    KIT_AUDIO_GAIN_MAX,
     KIT_NAME,
     MODELS,
     SCHEMA,
@@ -230,6 +231,7 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
     entries = _check_steering(steering, sae.config.n_features, "steering")
     vae, sae, directions = _prepared(vae, sae, steering["tensors"]["directions"])
     kit_arrays = _check_kit(kit or [], vae.config.latent_dim, max_frames)
+    kit_audio = _check_kit_audio(kit or [], vae.config.audio_channels, max_frames * vae.config.hop)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -242,10 +244,19 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
 
         save_file(probes, str(tmp / "probes.safetensors"), metadata={"format": "steerpad-probes"})
         kit_entries = []
-        for entry, z in zip(kit or [], kit_arrays):
+        for entry, z, audio in zip(kit or [], kit_arrays, kit_audio):
             (tmp / "kit").mkdir(exist_ok=True)
             np.save(tmp / "kit" / f"{entry['name']}.npy", z)
-            extra = {k: v for k, v in entry.items() if k not in ("name", "label", "latents")}
+            extra = {k: v for k, v in entry.items() if k not in ("name", "label", "latents", "audio")}
+            if audio is not None:  # the source one-shot itself: what faithful mode plays
+                import soundfile as sf
+
+                gain = max(1.0, float(np.abs(audio).max()))  # FLAC holds |x| <= 1: a float
+                sf.write(tmp / "kit" / f"{entry['name']}.flac", audio.T / gain,  # one-shot over
+                         vae.config.sample_rate, subtype="PCM_24", format="FLAC")  # 0 dBFS keeps
+                extra["audio"] = f"kit/{entry['name']}.flac"  # its level as a gain
+                if gain > 1.0:
+                    extra["audio_gain"] = gain
             kit_entries.append({"name": entry["name"], "label": str(entry.get("label", entry["name"])),
                                 "file": f"kit/{entry['name']}.npy", **extra})
         manifest = _manifest(tmp, vae, sae, steering, entries, metrics, provenance, kit_entries, max_frames)
@@ -255,6 +266,24 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
         _install(tmp, out, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once installed
+    return out
+
+
+def _check_kit_audio(kit: list[dict], channels: int, max_samples: int) -> list[np.ndarray | None]:
+    """Each entry's optional source audio [C, T] (the VAE's rate and channels, T <= max_frames *
+    hop, finite, peak at most +24 dBFS as ingest allows) -> the arrays, None where none."""
+    out: list[np.ndarray | None] = []
+    for i, e in enumerate(kit):
+        if e.get("audio") is None:
+            out.append(None)
+            continue
+        a = np.asarray(e["audio"], dtype=np.float32)
+        if a.ndim != 2 or a.shape[0] != channels or not 1 <= a.shape[1] <= max_samples \
+                or not np.isfinite(a).all() or np.abs(a).max() > KIT_AUDIO_GAIN_MAX:
+            raise SteerpadError(f"export: kit[{i}] ({e.get('name')}) audio must be finite [{channels}, T] "
+                                f"with 1 <= T <= {max_samples} and |x| <= {KIT_AUDIO_GAIN_MAX:g}, got "
+                                f"{list(a.shape)}")
+        out.append(np.ascontiguousarray(a))
     return out
 
 

@@ -221,7 +221,7 @@ def stage_kit(plan: TrainPlan, store, vae) -> list[dict]:
         with torch.inference_mode():
             z = vae.encode(torch.from_numpy(audio)[None].float())[0].numpy()
         kit.append({"name": e["name"], "label": e.get("label", r.label), "latents": z,
-                    "source": r.path, "kit": r.kit})
+                    "audio": audio, "source": r.path, "kit": r.kit})
     return kit
 
 
@@ -239,7 +239,7 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
     provenance = {"data": [str(d) for d in plan.data], "vae": source,
                   "vae_steps": plan.vae_steps, "sae_steps": plan.sae_steps,
                   "command": "steerpad train", "work": str(plan.work)}
-    entries = [{"name": e["name"], "label": e["label"], "latents": e["latents"],
+    entries = [{"name": e["name"], "label": e["label"], "latents": e["latents"], "audio": e["audio"],
                 "source": f"{e['kit']}/{Path(e['source']).name}"} for e in kit]
     export_bundle(plan.out, vae, sae, load_steering(steering_dir), metrics=metrics,
                   provenance=provenance, kit=entries, force=True, torchscript=plan.torchscript)

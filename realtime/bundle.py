@@ -39,6 +39,9 @@ MODELS = ("encoder", "decoder", "steer", "codes")
 KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Kit entry names double as file names (kit/<name>.npy)."""
 
+KIT_AUDIO_GAIN_MAX = 16.0
+"""A kit entry's `audio_gain` (its FLAC holds the one-shot / gain, as FLAC holds |x| <= 1) is at
+most this: +24 dBFS, the loudest peak ingest keeps."""
 MANIFEST_MAX_BYTES = 2 << 20
 """manifest.json is refused above this size (the shipped default's is ~27 kB), before it is read."""
 MANIFEST_MAX_DEPTH = 32
@@ -87,11 +90,13 @@ class Direction:
 
 @dataclass(frozen=True, eq=False)
 class KitEntry:
-    """A pad sound shipped with the bundle: its latents [D, N] float32."""
+    """A pad sound shipped with the bundle: its latents [D, N] float32 and, in bundles that carry
+    it (`audio`, a FLAC file), the source one-shot itself [C, T] float32 at the bundle rate."""
 
     name: str
     label: str
     latents: np.ndarray
+    audio: np.ndarray | None = None
 
 
 def parse_directions(entries: Any, where: str, fix: str) -> list[Direction]:
@@ -415,13 +420,16 @@ class _Checker:
             seen.add(e["name"])
             if "label" in e:
                 check_string(e["label"], f"bundle {self.path}: {at}.label", self.FIX, empty=True)
+            if "audio" in e and not (isinstance(e["audio"], str) and e["audio"]):
+                raise self.fail(f"{at}.audio must name a file in the bundle, got {_short(e['audio'])}")
         return parse_directions(m.get("directions"), f"bundle {self.path}: manifest.json directions",
                                 self.FIX)
 
     def files(self, m: dict, verify_hashes: bool) -> None:
         listed = m["files"]
         needed = [m["onnx"][model]["file"] for model in MODELS]
-        needed += [e["file"] for e in m["kit"]] + [m["probes_file"]]
+        needed += [e["file"] for e in m["kit"]] + [e["audio"] for e in m["kit"] if "audio" in e]
+        needed += [m["probes_file"]]
         for rel in needed:
             if rel not in listed:
                 raise self.fail(f"manifest.json files does not list {rel!r}")
@@ -478,8 +486,34 @@ class _Checker:
                 raise self.fail(f"{rel} is not a readable .npy file ({_one_line(err)})") from None
             if not (np.isfinite(z).all() and np.abs(z).max() <= VALUE_LIMIT):
                 raise self.fail(f"{rel} must hold {want}, it has values beyond that")
-            kit.append(KitEntry(e["name"], str(e.get("label", e["name"])), np.ascontiguousarray(z)))
+            kit.append(KitEntry(e["name"], str(e.get("label", e["name"])), np.ascontiguousarray(z),
+                                self.kit_audio(m, e)))
         return kit
+
+    def kit_audio(self, m: dict, e: dict) -> np.ndarray | None:
+        """A kit entry's source audio (its `audio` FLAC): the bundle's rate and channels, at most
+        max_frames * hop samples (checked from the header before reading) -> [C, T] float32."""
+        import soundfile as sf
+
+        rel = e.get("audio")
+        if rel is None:
+            return None
+        audio = m["audio"]
+        most = audio["max_frames"] * audio["hop"]
+        try:
+            with sf.SoundFile(os.fsencode(self.path / rel)) as f:
+                if f.samplerate != audio["sample_rate"] or f.channels != audio["channels"] \
+                        or not 1 <= f.frames <= most:
+                    raise self.fail(f"{rel} holds {f.channels} channels at {f.samplerate} Hz, {f.frames} "
+                                    f"samples; kit audio must be audio.channels ({audio['channels']}) at "
+                                    f"audio.sample_rate ({audio['sample_rate']}), 1 to {most} samples")
+                x = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+            raise self.fail(f"{rel} is not readable audio ({_one_line(err)})") from None
+        gain = e.get("audio_gain", 1.0)
+        check_number(gain, 1.0, KIT_AUDIO_GAIN_MAX, f"bundle {self.path}: manifest.json kit {e['name']} "
+                     "audio_gain", self.FIX)
+        return np.ascontiguousarray(x.T * np.float32(gain))
 
     def probes(self, m: dict) -> None:
         """probes.safetensors: a readable header (safetensors checks its size and the tensors'

@@ -389,3 +389,27 @@ def test_bad_steering_is_refused_before_any_work(micro, tmp_path):
 def test_realtime_bundle_does_not_import_torch():
     code = "import steerpad.realtime.bundle, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_kit_entries_carry_their_source_audio(micro, tmp_path, monkeypatch):
+    """Faithful mode plays a kit entry's own one-shot: export stores it as FLAC (a one-shot over
+    0 dBFS as FLAC / gain) and the loader gives it back, checked against the bundle's format."""
+    _copying_exporters(monkeypatch, micro / "out" / "bundle")
+    rng = np.random.default_rng(3)
+    quiet = (0.4 * rng.uniform(-1, 1, (1, 200))).astype(np.float32)
+    loud = (3.0 * rng.uniform(-1, 1, (1, 256))).astype(np.float32)  # a float file at +9.5 dBFS
+    z = np.zeros((8, 4), np.float32)
+    kit = [{"name": "quiet", "latents": z, "audio": quiet}, {"name": "loud", "latents": z, "audio": loud},
+           {"name": "plain", "latents": z}]
+    out = export.export_bundle(tmp_path / "b", *_args(micro), metrics={}, provenance={}, kit=kit,
+                               torchscript=False)
+    b = load_bundle(out)
+    got = {e.name: e.audio for e in b.kit}
+    assert got["plain"] is None
+    for name, want in (("quiet", quiet), ("loud", loud)):
+        assert got[name].shape == want.shape and got[name].dtype == np.float32
+        assert np.abs(got[name] - want).max() < 1e-5 * max(1.0, float(np.abs(want).max()))
+    assert [e.get("audio_gain") for e in b.manifest["kit"]] == [None, pytest.approx(np.abs(loud).max()), None]
+    with pytest.raises(SteerpadError, match=r"kit\[0\] \(long\) audio must be finite \[1, T\] with 1 <= T"):
+        export.export_bundle(tmp_path / "c", *_args(micro), metrics={}, provenance={}, torchscript=False,
+                             kit=[{"name": "long", "latents": z, "audio": np.zeros((1, 257), np.float32)}])

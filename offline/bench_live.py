@@ -57,8 +57,12 @@ def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k
     kit = []
     for kind, seconds in (("long", 1.0), ("short", 0.1)):
         frames = -(-int(seconds * cfg.sample_rate) // cfg.hop)
+        n = frames * cfg.hop  # each carries a source one-shot too (a decaying noise burst): faithful mode
+        burst = torch.randn(cfg.audio_channels, n, generator=g) * \
+            torch.exp(-torch.arange(n) / (0.2 * cfg.sample_rate))
         kit += [{"name": f"{kind}{i + 1}", "label": f"{kind} {i + 1}",
-                 "latents": torch.randn(cfg.latent_dim, frames, generator=g).numpy()} for i in range(N_PADS)]
+                 "latents": torch.randn(cfg.latent_dim, frames, generator=g).numpy(),
+                 "audio": (0.3 * burst).numpy()} for i in range(N_PADS)]
     return export_bundle(folder / "bundle", vae, sae, load_steering(steering_dir), metrics={},
                          provenance={"data": "random weights (benchmark)"}, kit=kit)
 
@@ -66,9 +70,10 @@ def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k
 _BUNDLES: dict[bool, Path] = {}
 
 
-def _setup(quick: bool, kind: str = "long") -> tuple[Any, Any]:
+def _setup(quick: bool, kind: str = "long", mode: str | None = None) -> tuple[Any, Any]:
     """The benchmark bundle (exported once per process) and a preset playing its `kind` kit
-    entries on the generic controller's 16 pads, with a knob per direction."""
+    entries on the generic controller's 16 pads in render `mode` (None: the bundle's default,
+    faithful), with a knob per direction."""
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
 
@@ -78,37 +83,44 @@ def _setup(quick: bool, kind: str = "long") -> tuple[Any, Any]:
         _BUNDLES[quick] = random_bundle(folder, "tiny" if quick else "small", 512 if quick else 4096,
                                         16 if quick else 32)
     path = _BUNDLES[quick]
-    lines = ['name = "bench"', 'controller = "generic"', ""]
+    lines = ['name = "bench"', 'controller = "generic"', *([f'mode = "{mode}"'] if mode else []), ""]
     for i in range(N_PADS):
         lines += ["[[pads]]", f'sample = "kit:{kind}{i + 1}"', ""]
     for name in DIRECTIONS:
         lines += ["[[knobs]]", f'direction = "{name}"', ""]
-    preset = path.parent / f"{kind}.toml"
+    preset = path.parent / f"{kind}-{mode}.toml"
     preset.write_text("\n".join(lines))
     return load_bundle(path), load_preset(preset)
 
 
 def bench_live_render(o) -> dict[str, float]:
-    """Knob move -> fresh render of one 1 s one-shot (steer + decode + resample to 48 kHz), `small`
-    model, onnxruntime on the CPU: the render worker's measured latency."""
+    """Knob move -> fresh render of one 1 s one-shot, `small` model, onnxruntime on the CPU: the
+    render worker's measured latency, in each render mode. faithful (the default, the plain
+    keys): steer + decode + the change applied to the source (two STFTs and an inverse) +
+    resample to 48 kHz; resynth: steer + decode + resample. The knob moves on both sides."""
     from steerpad.realtime.engine import Engine
 
     repeats = 3 if o.quick else 20
-    bundle, preset = _setup(o.quick)
-    with Engine(bundle, preset, 48000, 128, master=False) as engine:
-        engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
-        engine.start(wait=None)
-        lat, compute = [], []
-        for i in range(repeats):
-            engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
-            engine.worker.wait_fresh()
-            lat.append(engine.worker.latency_ms[0])
-            compute.append(engine.worker.stats.last_ms)
-        seconds = engine.worker.slots[0].shape[0] / 48000
-    return {"render/knob_to_fresh_p50_ms": float(np.median(lat)),
-            "render/knob_to_fresh_p90_ms": float(np.percentile(lat, 90)),
-            "render/compute_p50_ms": float(np.median(compute)), "render/one_shot_s": seconds,
-            "render/provider_cpu": float(bundle.provider.startswith("CPU"))}
+    out: dict[str, float] = {}
+    for mode in ("faithful", "resynth"):
+        bundle, preset = _setup(o.quick, mode=mode)
+        with Engine(bundle, preset, 48000, 128, master=False) as engine:
+            engine.worker.sources[1:] = [None] * (N_PADS - 1)  # one pad: its latency alone
+            assert engine.worker.sources[0].mode == mode
+            engine.start(wait=None)
+            lat, compute = [], []
+            for i in range(repeats):
+                engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
+                engine.worker.wait_fresh()
+                lat.append(engine.worker.latency_ms[0])
+                compute.append(engine.worker.stats.last_ms)
+            seconds = engine.worker.slots[0].shape[0] / 48000
+        key = "render" if mode == "faithful" else f"render/{mode}"
+        out |= {f"{key}/knob_to_fresh_p50_ms": float(np.median(lat)),
+                f"{key}/knob_to_fresh_p90_ms": float(np.percentile(lat, 90)),
+                f"{key}/compute_p50_ms": float(np.median(compute))}
+    return out | {"render/one_shot_s": seconds,
+                  "render/provider_cpu": float(bundle.provider.startswith("CPU"))}
 
 
 def bench_live_callback(o) -> dict[str, float]:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train sae": ("steerpad.offline.sae_train", "train the TopK sparse autoencoder on a latent store"),
     "export": ("steerpad.offline.export", "export a VAE, SAE and steering directions as a playable bundle"),
     "train": ("steerpad.offline.train_all", "one-shots to a bundle: every stage, resumable"),
+    "calibrate": ("steerpad.offline.knobs", "calibrate a bundle's knobs per render mode, as pads play"),
     "eval": ("steerpad.offline.evaluate", "measure a bundle's steering on held-out one-shots"),
     "live": ("steerpad.realtime.live", "play a bundle from a MIDI controller, live"),
     "render": ("steerpad.realtime.bounce", "render a MIDI performance to a WAV file (a bounce)"),

@@ -1,18 +1,32 @@
-"""`steerpad eval BUNDLE --data DIR... --out DIR`: how well each knob steers, measured on audio.
+"""`steerpad eval BUNDLE --data DIR... --out DIR [--mode faithful|resynth]`: how well each knob
+steers, and how close a pad stays to its source, measured on audio.
 
-The bundle is played the way the realtime engine plays it (onnxruntime: encoder, steer, decoder),
-on held-out one-shots read like `steerpad ingest` reads them. Per direction, each one-shot is
-rendered across an α grid spanning the knob (alpha_min .. 0 .. alpha_max) and every descriptor
-is measured on the audio (offline/steer_eval.py). `report.json`:
+The bundle is played the way the realtime engine plays a pad (the render worker's path:
+onnxruntime encoder, steer, decoder, and in faithful mode the change applied to the source), on
+held-out one-shots read like `steerpad ingest` reads them. Per direction, each one-shot is
+rendered at 2 x points + 1 equal knob positions (each side's α from the bundle's calibrated
+KnobScale for the mode) and every descriptor is measured on the audio (offline/steer_eval.py).
+`report.json`:
 
-    identity_max_abs          max |render(z, α = 0) - decode(z)| over the clips (the residual
-                              trick gives back the plain VAE reconstruction)
-    directions.<name>         spearman_median   ρ(α, target descriptor) per clip, median
+    mode                      the render mode measured
+    identity_max_abs          resynth: max |render(z, α = 0) - decode(z)| (the residual trick
+                              gives back the plain VAE reconstruction); faithful: = centre_max_abs
+    fidelity.centre_max_abs   max |output - source| with the knobs centred (bundle rate)
+    fidelity.onset_r_quarter  median onset-envelope correlation, output vs source, at +-25 % knob
+                              over all directions and clips
+    fidelity.mel_db_quarter   the same as mel-spectrogram L1, dB
+    directions.<name>         spearman_median   ρ(knob, target descriptor) per clip, median
                               monotonic_fraction share of clips with ρ >= 0.8
-                              effect_size       mean change at full knob, in dataset stds
+                              effect_size       mean change at full right, in dataset stds
+                              effect_size_min   ... at full left
+                              effect_bound_min  how far removing the content itself moves it
+                                                down (band removed / 300 Hz low-pass); None
+                                                where removal does not bound it
+                              flat_fraction     share of knob steps whose median change is under
+                                                5 % of that side's total
                               drift             mean |change| of the other descriptors, in
                                                 their stds, relative to the target's
-                              + the response curve (median and quartiles per α)
+                              + the response curve (median and quartiles per position)
 
 and two PNGs: `response.png` (change of each direction's descriptor vs knob position, median
 with the interquartile band) and `drift.png` (direction x descriptor change at full knob).
@@ -30,6 +44,9 @@ import numpy as np
 from steerpad.offline.steer_eval import DESC_NAMES, direction_report, sweep
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.outputs import claim_output, mark_run
+
+FLAT_SHARE = 0.05
+"""A knob step is flat where its median change is under this share of its side's total."""
 
 
 def read_clips(dirs: list[Path], bundle, max_clips: int, log=print) -> list[tuple[str, np.ndarray]]:
@@ -63,23 +80,93 @@ def read_clips(dirs: list[Path], bundle, max_clips: int, log=print) -> list[tupl
 
 
 def knob_grid(alpha_min: float, alpha_max: float, points: int) -> np.ndarray:
-    """Knob positions -1..1 in `2 points + 1` steps, mapped to α (centre = 0)."""
+    """Knob positions -1..1 in `2 points + 1` steps, mapped linearly to α (centre = 0)."""
     pos = np.linspace(0, 1, points + 1)[1:]
     return np.concatenate([pos[::-1] * alpha_min, [0.0], pos * alpha_max]).astype(np.float32)
 
 
+def knob_positions(points: int) -> np.ndarray:
+    """Knob shares -1..1 in `2 points + 1` equal steps (centre = 0)."""
+    pos = np.linspace(0, 1, points + 1)[1:]
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+def flat_fraction(change_median: list[float], points: int) -> float:
+    """Share of the knob's steps (both sides) whose median change is under FLAT_SHARE of that
+    side's total change (a side that does not move at all is flat throughout)."""
+    m = np.asarray(change_median)
+    flat = []
+    for side in (m[points::-1], m[points:]):  # centre outwards
+        steps = np.abs(np.diff(side))
+        total = abs(side[-1])
+        flat += list(steps < FLAT_SHARE * total) if total > 0 else [True] * len(steps)
+    return float(np.mean(flat))
+
+
+def effect_bound_min(descriptor: str, clips: list[np.ndarray], sample_rate: int, hop: int,
+                     std: float) -> float | None:
+    """How far the extreme removal of content moves `descriptor` down, in dataset stds (mean
+    over clips, as effect_size_min): for a band share, the band removed; for centroid and
+    flatness, an 8th-order 300 Hz low-pass. None for descriptors removal does not bound."""
+    from steerpad.offline.steer_eval import clip_means
+    from steerpad.realtime.descriptors import BANDS
+
+    j = DESC_NAMES.index(descriptor)
+    out = []
+    for x in clips:
+        spec = np.fft.rfft(x, axis=-1)
+        f = np.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
+        if descriptor.startswith("band_"):
+            lo, hi = next((lo, hi) for name, lo, hi in BANDS if f"band_{name}" == descriptor)
+            spec[:, (f >= lo) & (f < hi)] = 0
+        elif descriptor in ("centroid", "flatness"):
+            spec /= np.sqrt(1 + (f / 300.0) ** 16)  # |H| of an 8th-order Butterworth low-pass
+        else:
+            return None
+        cut = np.fft.irfft(spec, n=x.shape[-1], axis=-1).astype(np.float32)
+        ref, mask = clip_means(x, sample_rate, hop, None)
+        vals, _ = clip_means(cut, sample_rate, hop, mask)
+        out.append((vals[j] - ref[j]) / std)
+    return float(np.mean(out))
+
+
+def fidelity(source: np.ndarray, output: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """(onset-envelope correlation, mel-spectrogram L1 in dB) of output against source [C, T]
+    (channel means; mel power in dB re. the source's peak, floored 80 dB below it)."""
+    import librosa
+
+    x, y = source.mean(axis=0), output.mean(axis=0)
+    ox = librosa.onset.onset_strength(y=x, sr=sample_rate, hop_length=512)
+    oy = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=512)
+    r = float(np.corrcoef(ox, oy)[0, 1]) if ox.std() > 1e-9 and oy.std() > 1e-9 else \
+        float(np.allclose(ox, oy))
+    mx = librosa.feature.melspectrogram(y=x, sr=sample_rate, n_fft=2048, hop_length=512, n_mels=64)
+    my = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=2048, hop_length=512, n_mels=64)
+    ref = max(float(mx.max()), 1e-20)
+    dx = librosa.power_to_db(mx, ref=ref, top_db=None).clip(-80, None)
+    dy = librosa.power_to_db(my, ref=ref, top_db=None).clip(-80, None)
+    return r, float(np.abs(dx - dy).mean())
+
+
 def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: int = 16,
-                    points: int = 4, log=print, only: list[str] | None = None) -> dict:
-    """Measure every direction of the bundle (or those named in `only`) on clips from `data`;
-    write report.json + PNGs."""
+                    points: int = 8, log=print, only: list[str] | None = None,
+                    mode: str | None = None) -> dict:
+    """Measure every direction of the bundle (or those named in `only`) in render `mode` (the
+    bundle's default: faithful) on clips from `data`, as a pad plays them (the render worker's
+    path, at the bundle's rate); write report.json + PNGs."""
     from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.faithful import MODES
+    from steerpad.realtime.renderer import PadSound, RenderWorker, _Prepared
 
     t0 = time.perf_counter()
     claim_output(out, "run:eval", inputs=[bundle_path, *data], resume=True)
     mark_run(out, "eval")  # now, so a place it cannot write fails before the measuring
     bundle = load_bundle(bundle_path)
+    mode = mode or bundle.default_mode
+    if mode not in MODES:
+        raise SteerpadError(f"--mode {mode}: not a render mode (one of {', '.join(MODES)})")
     clips = read_clips(data, bundle, max_clips, log)
-    latents = [bundle.encode(audio)[0] for _, audio in clips]
+    sr, hop, channels = bundle.sample_rate, bundle.hop, bundle.channels
     stds = {n: float(v["std"]) for n, v in bundle.manifest.get("descriptors", {}).items()}
     k = len(bundle.directions)
     names = [d.name for d in bundle.directions]
@@ -87,27 +174,51 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     if unknown:
         raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle_path} "
                             f"(it has {', '.join(names)})")
+    worker = RenderWorker(bundle, [], out_rate=sr, analyse=False)
+    sounds = [_Prepared(PadSound(bundle.encode(audio)[0], np.ascontiguousarray(audio.T), sr, mode))
+              for _, audio in clips]
 
-    def render(z: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        return bundle.render(z[None], alpha)[0]
+    def render(sound: _Prepared, alpha: np.ndarray) -> np.ndarray:  # what the pad plays, [C, T]
+        return worker.render(sound, alpha)[0].T[:channels]
 
-    def plain(z: np.ndarray) -> np.ndarray:
-        return bundle.decode(z[None])[0]
+    def plain(sound: _Prepared) -> np.ndarray:
+        return bundle.decode(sound.sound.latents[None])[0]
 
-    report: dict = {"bundle": str(bundle_path), "provider": bundle.provider,
+    zero = np.zeros(k, np.float32)
+    centre = max(float(np.abs(render(s, zero) - audio).max()) for s, (_, audio) in zip(sounds, clips))
+    report: dict = {"bundle": str(bundle_path), "provider": bundle.provider, "mode": mode,
                     "clips": [name for name, _ in clips], "directions": {}}
     identity = 0.0
+    onsets, mels = [], []
+    positions = knob_positions(points)
     chosen = [(i, d) for i, d in enumerate(bundle.directions) if only is None or d.name in only]
     for n, (i, d) in enumerate(chosen):
-        grid = knob_grid(d.alpha_min, d.alpha_max, points)
-        result = sweep(render, latents, i, k, grid, bundle.sample_rate, bundle.hop,
-                       plain=plain if n == 0 else None)
+        scale = d.scale(mode)
+        grid = np.array([scale.alpha(float(u)) for u in positions], np.float32)
+        result = sweep(render, sounds, i, k, grid, sr, hop,
+                       plain=plain if n == 0 and mode == "resynth" else None)
         identity = max(identity, result.identity_max_abs)
-        report["directions"][d.name] = direction_report(result, d.descriptor, stds)
-        log(f"eval {d.name:<10} ({d.descriptor}): "
-            + "  ".join(f"{key}={report['directions'][d.name][key]:.3g}" for key in
-                        ("spearman_median", "monotonic_fraction", "effect_size", "drift")))
-    report["identity_max_abs"] = identity
+        r = report["directions"][d.name] = direction_report(result, d.descriptor, stds)
+        r["positions"] = [float(u) for u in positions]
+        r["flat_fraction"] = flat_fraction(r["change_median"], points)
+        r["effect_bound_min"] = effect_bound_min(d.descriptor, [a for _, a in clips], sr, hop,
+                                                 max(stds.get(d.descriptor, 1.0), 1e-12))
+        r["mirror_down"] = bool(scale.mirror_down and mode == "faithful")
+        for u in (-0.25, 0.25):  # fidelity a quarter of the way, each side
+            alpha = zero.copy()
+            alpha[i] = scale.alpha(u)
+            for s, (_, audio) in zip(sounds, clips):
+                onset_r, mel_db = fidelity(audio, render(s, alpha), sr)
+                onsets.append(onset_r)
+                mels.append(mel_db)
+        log(f"eval {mode} {d.name:<10} ({d.descriptor}): "
+            + "  ".join(f"{key}={r[key]:.3g}" for key in
+                        ("spearman_median", "monotonic_fraction", "effect_size", "effect_size_min",
+                         "flat_fraction", "drift")))
+    report["identity_max_abs"] = identity if mode == "resynth" else centre
+    report["fidelity"] = {"centre_max_abs": centre,
+                          "onset_r_quarter": float(np.median(onsets)) if onsets else None,
+                          "mel_db_quarter": float(np.median(mels)) if mels else None}
     report["seconds"] = time.perf_counter() - t0
     report["descriptor_order"] = list(DESC_NAMES)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -166,7 +277,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of held-out one-shots")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json + PNGs")
     parser.add_argument("--clips", type=int, default=16, help="one-shots to render")
-    parser.add_argument("--points", type=int, default=4, help="knob positions per side")
+    parser.add_argument("--points", type=int, default=8, help="knob positions per side (default 8)")
+    parser.add_argument("--mode", choices=("faithful", "resynth"), default=None,
+                        help="render mode to measure (default: the bundle's, faithful)")
     parser.add_argument("--directions", nargs="+", default=None, metavar="NAME",
                         help="evaluate only these directions (default: all)")
 
@@ -175,7 +288,9 @@ def run(args: argparse.Namespace) -> int:
     if args.clips < 1 or args.points < 1:
         raise SteerpadError("--clips and --points must be >= 1")
     report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, args.points,
-                             only=args.directions)
-    print(f"eval: identity_max_abs={report['identity_max_abs']:.3g}; wrote {args.out}/report.json, "
-          "response.png, drift.png")
+                             only=args.directions, mode=args.mode)
+    f = report["fidelity"]
+    print(f"eval ({report['mode']}): centre_max_abs={f['centre_max_abs']:.3g} onset_r_quarter="
+          f"{f['onset_r_quarter']:.3g} mel_db_quarter={f['mel_db_quarter']:.3g}; wrote "
+          f"{args.out}/report.json, response.png, drift.png")
     return 0

@@ -249,14 +249,7 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
             np.save(tmp / "kit" / f"{entry['name']}.npy", z)
             extra = {k: v for k, v in entry.items() if k not in ("name", "label", "latents", "audio")}
             if audio is not None:  # the source one-shot itself: what faithful mode plays
-                import soundfile as sf
-
-                gain = max(1.0, float(np.abs(audio).max()))  # FLAC holds |x| <= 1: a float
-                sf.write(tmp / "kit" / f"{entry['name']}.flac", audio.T / gain,  # one-shot over
-                         vae.config.sample_rate, subtype="PCM_24", format="FLAC")  # 0 dBFS keeps
-                extra["audio"] = f"kit/{entry['name']}.flac"  # its level as a gain
-                if gain > 1.0:
-                    extra["audio_gain"] = gain
+                extra.update(store_kit_audio(tmp, entry["name"], audio, vae.config.sample_rate))
             kit_entries.append({"name": entry["name"], "label": str(entry.get("label", entry["name"])),
                                 "file": f"kit/{entry['name']}.npy", **extra})
         manifest = _manifest(tmp, vae, sae, steering, entries, metrics, provenance, kit_entries, max_frames)
@@ -267,6 +260,19 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once installed
     return out
+
+
+def store_kit_audio(folder: Path, name: str, audio: np.ndarray, rate: int) -> dict[str, Any]:
+    """Write kit entry `name`'s source one-shot [C, T] as folder/kit/<name>.flac (24-bit) and
+    return its manifest keys: `audio`, and `audio_gain` for a one-shot over 0 dBFS (FLAC holds
+    |x| <= 1, so such a one-shot is stored scaled down and keeps its level as a gain)."""
+    import soundfile as sf
+
+    (folder / "kit").mkdir(exist_ok=True)
+    gain = max(1.0, float(np.abs(audio).max()))
+    sf.write(folder / "kit" / f"{name}.flac", np.asarray(audio).T / gain, rate, subtype="PCM_24",
+             format="FLAC")
+    return {"audio": f"kit/{name}.flac", **({"audio_gain": gain} if gain > 1.0 else {})}
 
 
 def _check_kit_audio(kit: list[dict], channels: int, max_samples: int) -> list[np.ndarray | None]:

@@ -151,7 +151,6 @@ def _params(work: Path) -> dict[str, int]:
 
 
 def write_report(bundle_dir: Path, work: Path, eval_clips: int = 24) -> dict:
-    from steerpad.offline.evaluate import evaluate_bundle
     from steerpad.offline.ingest import IngestStore
     from steerpad.realtime.bundle import load_bundle
 
@@ -168,22 +167,10 @@ def write_report(bundle_dir: Path, work: Path, eval_clips: int = 24) -> dict:
             plot_steering(bundle, store, r, out / f"steering_{r.label}.png")
     metrics = {"vae": reconstruction_metrics(bundle, store)}
     val_dirs = sorted({str(Path(r.path).parent) for r in store.records if r.split == "val"})
-    eval_dir = work / "eval_full"
-    done = eval_dir / "report.json"
-    if done.is_file() and done.stat().st_mtime > (bundle_dir / "manifest.json").stat().st_mtime \
-            and json.loads(done.read_text()).get("n_clips_asked") == eval_clips:
-        report = json.loads(done.read_text())  # this bundle's, already measured
-    else:
-        report = evaluate_bundle(bundle_dir, [Path(d) for d in val_dirs], eval_dir,
-                                 max_clips=eval_clips, points=4, log=print)
-        report["n_clips_asked"] = eval_clips
-        done.write_text(json.dumps(report, indent=2) + "\n")
-    shutil.copy(eval_dir / "report.json", out / "steering_eval.json")
-    for png in ("response.png", "drift.png"):
-        shutil.copy(eval_dir / png, out / png)
+    reports = evaluate_modes(bundle_dir, [Path(d) for d in val_dirs], work, eval_clips)
     metrics["params"] = _params(work)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (bundle_dir / "MODEL_CARD.md").write_text(model_card(bundle, store, work, metrics, report))
+    (bundle_dir / "MODEL_CARD.md").write_text(model_card(bundle, store, work, metrics, reports))
     return metrics
 
 
@@ -191,7 +178,87 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def model_card(bundle, store, work: Path, metrics: dict, report: dict) -> str:
+def steering_section(reports: dict[str, dict]) -> str:
+    """The card's "## Steering" section: `steerpad eval` per render mode ({mode: report.json}),
+    the modes side by side, from "## Steering" up to the next section."""
+    modes = list(reports)
+    first = reports[modes[0]]
+    positions = len(next(iter(first["directions"].values()))["alphas"])
+    lines = ["## Steering and fidelity (`steerpad eval` on the validation kits)", "",
+             f"{len(first['clips'])} validation one-shots, {positions} "
+             "knob positions per direction, each render mode as a pad plays it (`faithful`, the "
+             "default: the source reshaped by the decoder's change; `resynth`: the decoder's output). "
+             "Effects are mean changes of the direction's descriptor at full right / full left, in "
+             "dataset stds; the bound is how far removing the content outright moves it down.", "",
+             "| | " + " | ".join(modes) + " |", "| --- |" + " --- |" * len(modes)]
+    for key, label in (("centre_max_abs", "centred knobs: max abs(output - source)"),
+                       ("onset_r_quarter", "onset-envelope correlation with the source at ±25 % knob"),
+                       ("mel_db_quarter", "mel-spectrogram L1 from the source at ±25 % knob, dB")):
+        lines.append(f"| {label} | " + " | ".join(
+            f"{reports[m].get('fidelity', {}).get(key, float('nan')):.3g}" for m in modes) + " |")
+    lines += ["", "| direction | descriptor | " + " | ".join(
+        f"{m}: effect right / left (bound) | {m}: monotonic | {m}: flat | {m}: drift" for m in modes) + " |",
+        "| --- | --- |" + " --- | --- | --- | --- |" * len(modes)]
+    for name, r0 in first["directions"].items():
+        cells = []
+        for m in modes:
+            r = reports[m]["directions"].get(name)
+            if r is None:
+                cells += ["—"] * 4
+                continue
+            bound = r.get("effect_bound_min")
+            cells += [f"{r['effect_size']:+.2f} / {r['effect_size_min']:+.2f}"
+                      + (f" ({bound:+.2f})" if bound is not None else ""),
+                      f"{r['monotonic_fraction']:.2f}", f"{r.get('flat_fraction', float('nan')):.2f}",
+                      f"{r['drift']:.2f}"]
+        lines.append(f"| {name} | {r0['descriptor']} | " + " | ".join(cells) + " |")
+    lines += ["", "Pictures: `report/reconstructions.png`, `report/steering_*.png`, "
+              "`report/response*.png`, `report/drift*.png`; numbers: `report/steering_eval*.json`.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_modes(bundle_dir: Path, val_dirs: list[Path], work: Path, eval_clips: int) -> dict[str, dict]:
+    """`steerpad eval` of the bundle in each render mode (cached in work/eval_<mode> while the
+    bundle is unchanged); copies the reports and PNGs into bundle/report (`_<mode>` suffix for
+    the modes after the default)."""
+    from steerpad.offline.evaluate import evaluate_bundle
+    from steerpad.realtime.faithful import DEFAULT_MODE, MODES
+
+    out = bundle_dir / "report"
+    out.mkdir(exist_ok=True)
+    reports = {}
+    for mode in sorted(MODES, key=lambda m: m != DEFAULT_MODE):
+        eval_dir = work / f"eval_{mode}"
+        done = eval_dir / "report.json"
+        if done.is_file() and done.stat().st_mtime > (bundle_dir / "manifest.json").stat().st_mtime \
+                and json.loads(done.read_text()).get("n_clips_asked") == eval_clips:
+            report = json.loads(done.read_text())  # this bundle's, already measured
+        else:
+            report = evaluate_bundle(bundle_dir, val_dirs, eval_dir, max_clips=eval_clips, log=print,
+                                     mode=mode)
+            report["n_clips_asked"] = eval_clips
+            done.write_text(json.dumps(report, indent=2) + "\n")
+        suffix = "" if mode == DEFAULT_MODE else f"_{mode}"
+        shutil.copy(done, out / f"steering_eval{suffix}.json")
+        for png in ("response", "drift"):
+            shutil.copy(eval_dir / f"{png}.png", out / f"{png}{suffix}.png")
+        reports[mode] = report
+    return reports
+
+
+def refresh_steering(bundle_dir: Path, val_dirs: list[Path], work: Path, eval_clips: int) -> None:
+    """Measure both modes again and replace only the card's steering section (for a bundle whose
+    knobs were recalibrated: `steerpad calibrate`; the rest of the card needs the training work
+    folder)."""
+    card = bundle_dir / "MODEL_CARD.md"
+    text = card.read_text()
+    start = text.index("\n## Steering") + 1
+    end = text.index("\n## ", start) + 1
+    reports = evaluate_modes(bundle_dir, val_dirs, work, eval_clips)
+    card.write_text(text[:start] + steering_section(reports) + "\n" + text[end:])
+
+
+def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict]) -> str:
     m = bundle.manifest
     vae_run = _json(work / "vae" / "metrics.json")
     sae = _json(work / "sae" / "metrics.json")
@@ -249,19 +316,7 @@ def model_card(bundle, store, work: Path, metrics: dict, report: dict) -> str:
     lines += ["", "SNR is low by design of the metric: the decoder invents phase (an inverse STFT "
               "of predicted magnitudes and phases), so waveforms differ where spectra agree; the "
               "STFT distance and the spectrograms in `report/` are the measures to read.", "",
-              "## Steering (`steerpad eval` on the validation kits)", "",
-              f"{len(report['clips'])} validation one-shots, 9 knob positions per direction; "
-              f"`identity_max_abs` (centred knobs vs plain reconstruction) = "
-              f"{report['identity_max_abs']:.2e}.", "",
-              "| direction | descriptor | ρ median | monotonic fraction | effect (std at full knob) "
-              "| drift |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    ranked = sorted(report["directions"].items(), key=lambda kv: -kv[1]["monotonic_fraction"])
-    for name, r in ranked:
-        lines.append(f"| {name} | {r['descriptor']} | {r['spearman_median']:.2f} | "
-                     f"{r['monotonic_fraction']:.2f} | {r['effect_size']:+.2f} | {r['drift']:.2f} |")
-    lines += ["", "Pictures: `report/reconstructions.png`, `report/steering_*.png`, "
-              "`report/response.png`, `report/drift.png`.", "",
+              *steering_section(reports).splitlines(),
               "## Reproduce", "", "```sh", "./scripts/train_default      # resumable; then:",
               "python -m steerpad.offline.model_report models/default --work runs/default.work",
               "```", ""]
@@ -273,8 +328,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--work", type=Path, required=True, help="the `steerpad train` work folder")
     ap.add_argument("--eval-clips", type=int, default=24)
+    ap.add_argument("--steering-only", type=Path, nargs="+", default=None, metavar="VAL_DIR",
+                    help="only measure the steering again on these validation folders and replace the "
+                         "card's steering section (after `steerpad calibrate`)")
     args = ap.parse_args(argv)
     try:
+        if args.steering_only:
+            refresh_steering(args.bundle, args.steering_only, args.work, args.eval_clips)
+            print(f"wrote the steering section of {args.bundle / 'MODEL_CARD.md'} and "
+                  f"{args.bundle / 'report'}")
+            return 0
         metrics = write_report(args.bundle, args.work, args.eval_clips)
     except SteerpadError as e:
         print(f"model_report: error: {e}")

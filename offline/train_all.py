@@ -246,6 +246,31 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n" + stamp + "\n")
 
 
+def stage_knobs(plan: TrainPlan, store) -> dict:
+    """Calibrate the exported bundle's knobs per render mode on training clips (offline/knobs.py):
+    up to plan.calib_clips, spread evenly over the store's training clips."""
+    import numpy as np
+
+    from steerpad.offline.knobs import calibrate_bundle
+
+    marker = plan.work / "knobs"
+    exported = (plan.work / "exported").read_text() if (plan.work / "exported").is_file() else ""
+    if marker.is_file() and marker.read_text() == exported and not plan.force:
+        return {}
+    train = sorted((r for r in store.records if r.split == "train"), key=lambda r: r.path)
+    if not train:
+        return {}
+    pick = np.unique(np.linspace(0, len(train) - 1, min(plan.calib_clips, len(train))).round().astype(int))
+    hop = int(json.loads((plan.out / "manifest.json").read_text())["audio"]["hop"])
+    clips = [np.ascontiguousarray(store.audio(train[i].id)[:, : train[i].frames * hop]) for i in pick]
+    result = calibrate_bundle(plan.out, clips, log=lambda s: None)
+    for name, modes in result.items():
+        for mode, e in modes.items():
+            _note(plan, f"knob {name} {mode}", up_std=e["effect_up_std"], down_std=e["effect_down_std"])
+    marker.write_text(exported)
+    return result
+
+
 def stage_eval(plan: TrainPlan, store) -> dict:
     """A short `steerpad eval` of the exported bundle on the validation kits' folders."""
     from steerpad.offline.evaluate import evaluate_bundle
@@ -278,6 +303,7 @@ def train_bundle(plan: TrainPlan) -> dict:
     steering_dir, _ = stage_steering(plan, store, latents, sae, vae)
     kit = stage_kit(plan, store, vae)
     stage_export(plan, vae, sae, steering_dir, sae_metrics, source, kit)
+    stage_knobs(plan, store)
     stage_eval(plan, store)
     return plan.summary
 

@@ -25,13 +25,14 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.faithful import DEFAULT_MODE, MODES, ChangeConfig
 
 SCHEMA = "steerpad-bundle"
 SCHEMA_VERSION = 1
@@ -71,14 +72,45 @@ MAX_KIT = 1024
 MAX_NAME = 200
 """Longest direction / descriptor / unit / kit name or label, in characters."""
 MAX_PROBE_BINS = 1024
+MAX_KNOTS = 64
+"""Most α values per side of a knob scale (a calibrated one has 8)."""
 MAX_INT_DIGITS = 100
 """A JSON integer longer than this is refused while parsing (no field needs a tenth of it)."""
 
 
 @dataclass(frozen=True)
+class KnobScale:
+    """Where a knob's travel puts α, per side, in one render mode: `up[i]` is α at share
+    (i + 1) / len(up) of the right half, `down[i]` at that share of the left half; in between α is
+    interpolated linearly. Calibrated so equal knob steps move the descriptor by equal amounts."""
+
+    up: tuple[float, ...]
+    down: tuple[float, ...]
+    mirror_down: bool = False
+    """Faithful mode only: the left half applies the *inverse* of the change the right half makes
+    at the same |α| (cut-only; `down` then holds -|α|). For directions whose learned negative
+    side barely changes the decoder (calibration chooses, per direction)."""
+
+    def alpha(self, u: float) -> float:
+        """α at knob share u, -1 (full left) .. 0 (centre, α = 0) .. 1 (full right). Plain Python
+        over a few knots: no allocation (the engine calls it for every knob message)."""
+        knots = self.up if u > 0 else self.down
+        if u == 0 or not knots:
+            return 0.0
+        x = min(abs(u), 1.0) * len(knots)
+        i = int(x)
+        if i >= len(knots):
+            return knots[-1]
+        lo = knots[i - 1] if i > 0 else 0.0
+        return lo + (x - i) * (knots[i] - lo)
+
+
+@dataclass(frozen=True)
 class Direction:
     """One steering knob: alpha in [alpha_min, alpha_max] moves `descriptor` (in `unit`); a
-    polarity of -1 means turning the knob up lowers the descriptor."""
+    polarity of -1 means turning the knob up lowers the descriptor. `scales` holds the knob's
+    calibration per render mode (manifest `modes`); a mode without one spreads α linearly over
+    [alpha_min, alpha_max]."""
 
     name: str
     descriptor: str
@@ -86,6 +118,10 @@ class Direction:
     alpha_min: float
     alpha_max: float
     polarity: int
+    scales: dict[str, KnobScale] = field(default_factory=dict, compare=False, hash=False)
+
+    def scale(self, mode: str) -> KnobScale:
+        return self.scales.get(mode) or KnobScale((self.alpha_max,), (self.alpha_min,))
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +164,39 @@ def parse_directions(entries: Any, where: str, fix: str) -> list[Direction]:
             raise SteerpadError(f"{at}: alpha_min {lo} must be below alpha_max {hi}; {fix}")
         if e.get("polarity") not in (1, -1) or isinstance(e.get("polarity"), bool):
             raise SteerpadError(f"{at}.polarity must be 1 or -1, got {_short(e.get('polarity'))}; {fix}")
-        out.append(Direction(e["name"], e["descriptor"], unit, float(lo), float(hi), int(e["polarity"])))
+        scales = _scales(e.get("modes", {}), f"{at}.modes", fix)
+        out.append(Direction(e["name"], e["descriptor"], unit, float(lo), float(hi), int(e["polarity"]),
+                             scales))
+    return out
+
+
+def _scales(modes: Any, at: str, fix: str) -> dict[str, KnobScale]:
+    """A direction's `modes`: {mode: {"up": [α >= 0, rising], "down": [α <= 0, falling], ...}}."""
+    if not isinstance(modes, dict):
+        raise SteerpadError(f"{at} must be an object, got {_short(modes)}; {fix}")
+    out = {}
+    for mode, entry in modes.items():
+        if mode not in MODES:
+            raise SteerpadError(f"{at}: {_short(mode)} is not a render mode ({', '.join(MODES)}); {fix}")
+        if not isinstance(entry, dict):
+            raise SteerpadError(f"{at}.{mode} must be an object, got {_short(entry)}; {fix}")
+        sides = []
+        for side, lo, hi, sign in (("up", 0.0, VALUE_LIMIT, 1), ("down", -VALUE_LIMIT, 0.0, -1)):
+            knots = entry.get(side)
+            if not isinstance(knots, list) or not 1 <= len(knots) <= MAX_KNOTS:
+                raise SteerpadError(f"{at}.{mode}.{side} must be a list of 1 to {MAX_KNOTS} numbers, "
+                                    f"got {_short(knots)}; {fix}")
+            for i, v in enumerate(knots):
+                check_number(v, lo, hi, f"{at}.{mode}.{side}[{i}]", fix)
+            if any(sign * (b - a) < 0 for a, b in zip(knots, knots[1:])):
+                raise SteerpadError(f"{at}.{mode}.{side} must move away from 0 step by step, got "
+                                    f"{_short(knots)}; {fix}")
+            sides.append(tuple(float(v) for v in knots))
+        mirror = entry.get("mirror_down", False)
+        if not isinstance(mirror, bool) or (mirror and mode != "faithful"):
+            raise SteerpadError(f"{at}.{mode}.mirror_down must be true or false (true only in faithful "
+                                f"mode), got {_short(mirror)}; {fix}")
+        out[mode] = KnobScale(*sides, mirror_down=mirror)
     return out
 
 
@@ -152,8 +220,13 @@ class Bundle:
     Arrays in and out are float32 numpy; batch-first, as the shapes below."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], sessions: dict[str, Any],
-                 directions: list[Direction], kit: list[KitEntry]):
+                 directions: list[Direction], kit: list[KitEntry],
+                 default_mode: str = DEFAULT_MODE, change: ChangeConfig | None = None):
         self.path = path
+        self.default_mode = default_mode
+        """The render mode of a pad whose preset names none (manifest render.default_mode)."""
+        self.change = change or ChangeConfig()
+        """Faithful mode's change settings (manifest render.faithful)."""
         self.manifest = manifest
         audio, latent, sae = manifest["audio"], manifest["latent"], manifest["sae"]
         self.sample_rate: int = audio["sample_rate"]
@@ -233,12 +306,13 @@ def load_bundle(path: str | Path, providers: list[str] | None = None, verify_has
     check = _Checker(path)
     manifest = check.manifest()
     directions = check.fields(manifest)
+    default_mode, change = check.render(manifest)
     check.files(manifest, verify_hashes)
     kit = check.kit(manifest)
     check.probes(manifest)
     sessions = _sessions(path, manifest, providers, intra_op_threads)
     check.models(manifest, sessions, len(directions))
-    return Bundle(path, manifest, sessions, directions, kit)
+    return Bundle(path, manifest, sessions, directions, kit, default_mode, change)
 
 
 def default_providers() -> list[str]:
@@ -456,6 +530,28 @@ class _Checker:
             if bad:
                 raise self.fail(f"{rel} is corrupt (its size or SHA-256 does not match manifest.json "
                                 "files)", "re-export the bundle or copy it again")
+
+    def render(self, m: dict) -> tuple[str, ChangeConfig]:
+        """manifest.json `render` (optional): {"default_mode": a mode, "faithful": ChangeConfig
+        fields}; a bundle without it plays faithful with the default change settings."""
+        r = m.get("render", {})
+        if not isinstance(r, dict):
+            raise self.fail(f"manifest.json render must be an object, got {_short(r)}")
+        mode = r.get("default_mode", DEFAULT_MODE)
+        if mode not in MODES:
+            raise self.fail(f"manifest.json render.default_mode must be one of {', '.join(MODES)}, "
+                            f"got {_short(mode)}")
+        cfg = r.get("faithful", {})
+        if not isinstance(cfg, dict):
+            raise self.fail(f"manifest.json render.faithful must be an object, got {_short(cfg)}")
+        unknown = sorted(set(cfg) - set(ChangeConfig.LIMITS))
+        if unknown:
+            raise self.fail(f"manifest.json render.faithful has unknown keys {_short(unknown)} (known: "
+                            f"{', '.join(ChangeConfig.LIMITS)})")
+        for key, (lo, hi, whole) in ChangeConfig.LIMITS.items():
+            if key in cfg:
+                self.number(m, f"render.faithful.{key}", lo, hi, whole=whole)
+        return mode, ChangeConfig(**cfg)
 
     def kit(self, m: dict) -> list[KitEntry]:
         dim, frames = m["latent"]["dim"], m["audio"]["max_frames"]

@@ -41,6 +41,7 @@ from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn
 from steerpad.realtime.onset import TAIL_MS, HitDetector, Take
 from steerpad.realtime.presets import CaptureSpec
+from steerpad.realtime.renderer import PadSound
 
 POLL_S = 0.003
 """How often the capture thread reads the input ring (and checks arm presses)."""
@@ -341,14 +342,16 @@ class Capture:
                 problems.append(f"latents not saved ({e})")
         worker = self.engine.worker
         errors_before = worker.stats.errors
-        worker.set_source(pad, latents)
+        preset, spec = self.engine.preset, next((p for p in self.engine.preset.pads if p.index == pad), None)
+        sound = PadSound(latents, audio, self.rate, preset.pad_mode(spec, self.engine.bundle.default_mode))
+        worker.set_source(pad, sound)  # the take plays as itself (faithful), or resynthesised
         result.end_to_source_ms = (time.perf_counter() - t_end) * 1e3
         self.names[pad] = f"take {self.takes}"
         self.errors[pad] = f"pad {pad + 1}: plays the capture, but " + "; ".join(problems) if problems else ""
         if problems:
             self.last_error = self.errors[pad]
         self.rendering = self.rendering | {pad}
-        waiting.append((result, latents, t_end, errors_before, time.monotonic() + RENDER_TIMEOUT_S))
+        waiting.append((result, sound, t_end, errors_before, time.monotonic() + RENDER_TIMEOUT_S))
         self.state = ("idle", None)
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
@@ -364,14 +367,14 @@ class Capture:
             raise ValueError("the encoder produced non-finite latents")
         return np.ascontiguousarray(z, np.float32)
 
-    def _rendered(self, result: CaptureResult, latents: np.ndarray, t_end: float, errors_before: int,
+    def _rendered(self, result: CaptureResult, sound: PadSound, t_end: float, errors_before: int,
                   deadline: float) -> bool:
         """Whether the wait for this capture's first render is over (published, failed, replaced)."""
         w, pad = self.engine.worker, result.pad
         done = w.rendered[pad]
-        if done is not None and done[0] is latents:
+        if done is not None and done[0] is sound:
             result.end_to_playable_ms = (done[1] - t_end) * 1e3
-        elif w.sources[pad] is not latents:
+        elif w.sources[pad] is not sound:
             pass  # a newer capture took the pad
         elif w.errors[pad] and w.stats.errors > errors_before:
             self._fail(pad, w.errors[pad], result)

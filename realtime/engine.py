@@ -30,10 +30,11 @@ import soxr
 from steerpad.realtime.bundle import Bundle
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
+from steerpad.realtime.faithful import MODES
 from steerpad.realtime.limits import FILE_RATES
 from steerpad.realtime.masterbus import MasterBus
 from steerpad.realtime.presets import Preset, check_preset
-from steerpad.realtime.renderer import RenderWorker
+from steerpad.realtime.renderer import PadSound, RenderWorker
 from steerpad.realtime.ring import AudioRing
 from steerpad.realtime.voices import VoiceMixer
 
@@ -54,17 +55,21 @@ class Hit:
     time: float
 
 
-def load_pad_sources(bundle: Bundle, preset: Preset) -> list[np.ndarray | None]:
-    """Each preset pad's latents: a bundle kit entry, or an audio file encoded with the bundle's
-    encoder (read, resampled to the bundle rate, cut to the bundle's one-shot length)."""
-    kit = {e.name: e.latents for e in bundle.kit}
-    sources: list[np.ndarray | None] = [None] * len(preset.controller.pad_notes)
+def load_pad_sources(bundle: Bundle, preset: Preset) -> list[PadSound | None]:
+    """Each preset pad's PadSound in its render mode: a bundle kit entry (its latents, and its
+    audio when the bundle carries it), or an audio file (its audio as read, and its latents
+    through the bundle's encoder)."""
+    sources: list[PadSound | None] = [None] * len(preset.controller.pad_notes)
+    kit = {e.name: e for e in bundle.kit}
     for pad in preset.pads:
+        mode = preset.pad_mode(pad, bundle.default_mode)
         if pad.kind == "kit":
-            sources[pad.index] = kit[pad.sample]
+            e = kit[pad.sample]
+            audio = None if e.audio is None else np.ascontiguousarray(e.audio.T)
+            sources[pad.index] = PadSound(e.latents, audio, bundle.sample_rate, mode)
         else:
             where = f"{preset.path}: pads[{pad.index + 1}].sample"
-            sources[pad.index] = encode_file(bundle, Path(pad.sample), where)
+            sources[pad.index] = load_file_sound(bundle, Path(pad.sample), mode, where)
     return sources
 
 
@@ -109,20 +114,28 @@ def read_one_shot(path: Path, seconds: float, channels: int, where: str = "") ->
     return audio, rate
 
 
-def encode_file(bundle: Bundle, path: Path, where: str = "") -> np.ndarray:
-    """Latents [D, N] of one audio file through the bundle's encoder: its first max_frames * hop
-    samples at the bundle rate (only that part of the file is read). `where` names the setting
-    that gave the path (e.g. "preset.toml: pads[3].sample") in errors."""
+def load_file_sound(bundle: Bundle, path: Path, mode: str, where: str = "") -> PadSound:
+    """A one-shot file as a pad sound: its first max_frames * hop / bundle rate seconds as read
+    (only that part of the file is read; the file's own rate, the bundle's channel count), and
+    their latents through the bundle's encoder. `where` names the setting that gave the path
+    (e.g. "preset.toml: pads[3].sample") in errors."""
     length = bundle.max_frames * bundle.hop
     audio, rate = read_one_shot(path, length / bundle.sample_rate + RESAMPLE_MARGIN_S, bundle.channels,
                                 where)
     if audio.shape[0] == 0 or not np.isfinite(audio).all():
         name = f"{where} {path}" if where else str(path)
         raise SteerpadError(f"{name}: the audio is empty or not finite; use another one-shot")
+    at_bundle = audio
     if rate != bundle.sample_rate:
-        audio = soxr.resample(audio, rate, bundle.sample_rate, quality="HQ")
-    audio = audio[:length]
-    return bundle.encode(np.ascontiguousarray(audio.T, dtype=np.float32))[0]
+        at_bundle = soxr.resample(audio, rate, bundle.sample_rate, quality="HQ")
+    latents = bundle.encode(np.ascontiguousarray(at_bundle[:length].T, dtype=np.float32))[0]
+    plays = np.ascontiguousarray(audio[:int(np.ceil(length * rate / bundle.sample_rate))], np.float32)
+    return PadSound(latents, plays, rate, mode)
+
+
+def encode_file(bundle: Bundle, path: Path, where: str = "") -> np.ndarray:
+    """Latents [D, N] of one audio file through the bundle's encoder (see load_file_sound)."""
+    return load_file_sound(bundle, path, "resynth", where).latents
 
 
 class Engine:
@@ -193,11 +206,14 @@ class Engine:
     # ------------------------------------------------------------ control (callback, bounce)
 
     def alpha(self) -> np.ndarray:
-        """The alpha vector (bundle direction order) for the current knob positions."""
-        a = np.zeros(len(self._dir_index), np.float32)
+        """The alpha vectors for the current knob positions: [MODES, K], one row per render mode
+        (each mode has its own calibrated knob scales), bundle direction order."""
+        a = np.zeros((len(MODES), len(self._dir_index)), np.float32)
         for knob, pos in zip(self.preset.knobs, self.knobs):
-            d = self.bundle.directions[self._dir_index[knob.direction]]
-            a[self._dir_index[knob.direction]] += knob.alpha(pos, d.alpha_min, d.alpha_max)
+            k = self._dir_index[knob.direction]
+            u, d = knob.share(pos), self.bundle.directions[k]
+            for m, mode in enumerate(MODES):
+                a[m, k] += d.scale(mode).alpha(u)
         return a
 
     def handle(self, event: Event, offset: int = 0) -> None:

@@ -1,24 +1,30 @@
-"""Faithful mode (issue 14, work in progress): the pad plays its own source audio, and a knob
-reshapes it by the decoder's *change* instead of replacing it by the decoder's output.
+"""Faithful mode: the pad plays its own source audio, and a knob reshapes it by the decoder's
+*change* instead of replacing it by the decoder's output.
 
     x  the source one-shot [C, T] (at the bundle rate)
     P  = dec(z)    the plain decode of its latents      (cached per pad)
-    Q  = dec(z')   the steered decode (the knob moved)
-    y  = change(P -> Q) applied to x;   α = 0  =>  y = x exactly (no transform at all)
+    Q  = dec(z')   the steered decode (a knob moved)
+    y  = change(P -> Q) applied to x;   α = 0  =>  y = x exactly (the renderer plays x itself)
 
-The change lives in the STFT domain, per bin, on magnitudes smoothed a little across frequency
-and time (the decoder invents its phase, so single-bin ratios are noisy):
+The change is read per band (64 log-spaced hat bands, on the channels' mean power): the decoder
+invents its fine structure and its phase, so only its spectral envelope is trusted. Per band:
 
-- **cut** where the steered decode has less energy than the plain one: x's bin is multiplied by
-  (|Q| / |P|) ** cut_power, at least the floor, keeping x's phase (what the decoder takes away,
-  the source loses in proportion, with its own fine structure: partials stay partials);
-- **boost** where it has more: a gain cannot create what x lacks, so the decoder's new energy,
-  |Q| - |P|, is added with Q's phase, scaled by `add_gain` (what the source already has keeps
-  its own sound; what the knob asks for beyond it comes from the decoder).
+- **cut** where Q has less energy than P: x's bins are multiplied by (|Q| / |P|) ** cut_power,
+  keeping x's phase and fine structure (partials stay partials);
+- **add** where Q has more: a gain cannot create what x lacks, so Q's own bins are added,
+  scaled so the band's energy grows by what the decoder's grew (`add_gain`);
+- a timbre knob's **left half** only ever removes: either its own change applied cut-only, or
+  the *mirror* of its right half (the change to dec(z'') at +|α|, inverted, cut-only, with
+  exponent mirror_power), whichever its calibration found moves the descriptor further
+  (offline/knobs.py; KnobScale.mirror_down);
+- **level**: a timbre knob reshapes, it does not make louder or quieter (keep_level): the
+  decoder's overall level change is taken out before its change is read, and the output is
+  scaled back to the source's energy within makeup_db. A level knob (`loudness`) turns that off.
 
-numpy only (the realtime half): a Hann-windowed STFT with 75 % overlap, inverted by weighted
-overlap-add, so a unit gain everywhere gives x back to float precision. Never called from the
-audio callback: the render worker runs it after decode.
+The README ("What a pad plays") gives the measured alternatives and why this one. numpy only
+(the realtime half): a Hann-windowed STFT with 75 % overlap, inverted by weighted overlap-add,
+so a unit gain everywhere gives x back to float precision. Never called from the audio
+callback: the render worker runs it after decode.
 """
 
 from __future__ import annotations
@@ -29,21 +35,56 @@ import numpy as np
 
 N_FFT = 1024
 HOP = 256
+MODES = ("faithful", "resynth")
+"""What a pad plays: `faithful`, its source reshaped by the decoder's change (the default), or
+`resynth`, the decoder's output itself (the VAE's sound of the source)."""
+DEFAULT_MODE = "faithful"
 
 
 @dataclass(frozen=True)
 class ChangeConfig:
     cut_power: float = 1.0
-    """Exponent on |Q| / |P| where it is below 1: above 1 cuts harder than the decoder does."""
+    """Exponent on a band's |Q| / |P| where it is below 1: above 1 cuts harder than the decoder."""
     add_gain: float = 1.0
-    """Scale of the decoder's added energy (|Q| - |P|, with Q's phase) where it is above 0."""
+    """Scale of the decoder's added energy where a band's |Q| is above |P|."""
+    boost_db: float = 6.0
+    """Where the decoder adds energy to a band, the source's own band is raised first, by at
+    most this many dB; what is left is added from Q's own bins. 0: all of it from Q. (Measured on
+    the validation kits: 6 dB lowers brighter's drift from 0.75 to 0.65 and noisier's from 0.69
+    to 0.63 at the same effect; 12 dB gains nothing more.)"""
+    mirror_power: float = 2.0
+    """Exponent on |P| / |Q| of a mirrored change (a knob's left half that inverts its right
+    half): 2 cuts twice as many dB as the right half adds (measured: the mirror then reaches
+    about 70 % of what removing the content outright would)."""
     floor_db: float = -60.0
-    """Magnitudes below this, re. the plain decode's peak bin, count as this (ratios stay sane
-    where the decoder is silent)."""
-    smooth_bins: int = 3
-    """Half-width of the moving average over frequency bins applied to |P| and |Q|."""
+    """Band magnitudes below this, re. the plain decode's loudest band, count as this (ratios
+    stay sane where the decoder is silent)."""
+    bands: int = 64
+    """Gain bands: log-spaced centres from the first bin up, one bin apart at the bottom."""
     smooth_frames: int = 1
-    """... and over STFT frames."""
+    """Band energies are averaged over +-this many STFT frames."""
+    makeup_db: float = 12.0
+    """With keep_level, the output is scaled back to the source's energy by at most this much
+    either way (a cut that removes most of a one-shot leaves at most this much makeup gain)."""
+    keep_level: bool = True
+    """A timbre knob reshapes the spectrum and the envelope but not the loudness: the decoder's
+    overall level change (its total energy over the clip) is taken out before its change is
+    read, and the output is scaled back to the source's energy (within makeup_db). The engine
+    turns it off while a level knob (descriptor `loudness`) is moved."""
+
+    LIMITS = {"cut_power": (0.0, 8.0, False), "add_gain": (0.0, 4.0, False),
+              "mirror_power": (0.0, 8.0, False),
+              "boost_db": (0.0, 40.0, False),
+              "floor_db": (-160.0, 0.0, False), "makeup_db": (0.0, 40.0, False),
+              "bands": (4, N_FFT // 2 + 1, True),
+              "smooth_frames": (0, 16, True)}
+    """manifest.json render.faithful: each field's range, and whether it is a whole number."""
+
+    def as_dict(self) -> dict:
+        return {"cut_power": self.cut_power, "add_gain": self.add_gain, "boost_db": self.boost_db,
+                "mirror_power": self.mirror_power,
+                "floor_db": self.floor_db, "makeup_db": self.makeup_db,
+                "bands": self.bands, "smooth_frames": self.smooth_frames}
 
 
 def _window() -> np.ndarray:
@@ -82,7 +123,7 @@ def istft(spec: np.ndarray, length: int) -> np.ndarray:
 
 
 def _box(a: np.ndarray, half: int, axis: int) -> np.ndarray:
-    """Moving average over ±half along `axis` (shorter windows at the edges)."""
+    """Moving average over +-half along `axis` (shorter windows at the edges)."""
     if half <= 0:
         return a
     a = np.moveaxis(a, axis, -1)
@@ -93,24 +134,48 @@ def _box(a: np.ndarray, half: int, axis: int) -> np.ndarray:
     return np.moveaxis((csum[..., k:] - csum[..., :n]) / counts, -1, axis)
 
 
-def _smooth(mag: np.ndarray, bins: int, frames: int) -> np.ndarray:
-    """Moving average of mag [C, frames, bins] over ±bins and ±frames."""
-    return _box(_box(mag, bins, 2), frames, 1)
+def band_hats(bands: int, n_bins: int = N_FFT // 2 + 1) -> np.ndarray:
+    """[n_bins, J] hat functions on log-spaced centre bins (J <= bands: centres closer than one
+    bin merge, so the bottom of the spectrum keeps single-bin resolution). Each bin's weights sum
+    to 1: `gains @ hats.T` interpolates band gains linearly between centres."""
+    centres = np.unique(np.round(np.geomspace(1, n_bins - 1, bands)).astype(int))
+    hats = np.zeros((n_bins, len(centres)), np.float32)
+    k = np.arange(n_bins)
+    j = np.clip(np.searchsorted(centres, k, side="right") - 1, 0, len(centres) - 1)
+    nxt = np.minimum(j + 1, len(centres) - 1)
+    span = np.maximum(centres[nxt] - centres[j], 1)
+    t = np.clip((k - centres[j]) / span, 0.0, 1.0)
+    t[nxt == j] = 0.0
+    hats[k, j] += 1 - t
+    hats[k, nxt] += t
+    return hats
 
 
 class FaithfulPad:
     """One pad's fixed part, computed once per source: the source's STFT and the plain decode's
-    smoothed magnitude. `render(steered)` then costs one STFT, the per-bin change and one
-    inverse STFT per knob move."""
+    band energies. `render(steered)` then costs one STFT, the band gains and one inverse STFT.
+
+    The change is measured per band (log-spaced hats, `band_hats`) on the channels' mean power,
+    smoothed over +-smooth_frames: the decoder invents its fine structure and its phase, so only
+    its envelope is trusted. Band gains are interpolated back to bins and applied to every
+    channel of the source."""
 
     def __init__(self, source: np.ndarray, plain: np.ndarray, config: ChangeConfig = ChangeConfig()):
         self.source = np.asarray(source, dtype=np.float32)
         self.config = config
         self.channels, self.length = self.source.shape
         self.X = stft(self.source)
-        mp = _smooth(np.abs(stft(self._fit(plain))), config.smooth_bins, config.smooth_frames)
-        self.floor = max(float(mp.max()), 1e-12) * 10 ** (config.floor_db / 20)
-        self.mp = np.maximum(mp, self.floor)
+        self.energy = float(np.sum(self.X.real ** 2 + self.X.imag ** 2, dtype=np.float64))
+        self.hats = band_hats(config.bands)
+        self.hats_t = np.ascontiguousarray(self.hats.T)
+        self.average = self.hats / self.hats.sum(axis=0)  # band power = weighted mean of bins
+        bp = self._bands(stft(self._fit(plain)))
+        self.floor = max(float(bp.max()), 1e-24) * 10 ** (config.floor_db / 10)
+        self.total = max(float(bp.sum(dtype=np.float64)), 1e-30)
+        self.bp = np.maximum(bp, self.floor)
+        bs = self._bands(self.X)
+        self.bs = np.maximum(bs, max(float(bs.max()), 1e-24) * 1e-12)
+        """The source's band power (what a boost can scale before it must add the decoder's)."""
 
     def _fit(self, a: np.ndarray) -> np.ndarray:
         """a [C', T'] as [C, T]: channels folded or spread, cut or zero-padded."""
@@ -122,15 +187,64 @@ class FaithfulPad:
         out[:, :n] = a[:, :n]
         return out
 
-    def render(self, steered: np.ndarray) -> np.ndarray:
-        """The source reshaped by the change from the plain decode to `steered` -> [C, T]."""
+    def _bands(self, spec: np.ndarray) -> np.ndarray:
+        """[C, F, K] spectrum -> [F, J] band power (mean over channels), smoothed over frames."""
+        power = (spec.real ** 2 + spec.imag ** 2).mean(axis=0)
+        return _box(power @ self.average, self.config.smooth_frames, 0)
+
+    def render(self, steered: np.ndarray | None, mirrored: np.ndarray | None = None,
+               lowered: np.ndarray | None = None, keep_level: bool | None = None) -> np.ndarray:
+        """The source reshaped -> [C, T], by up to three decoder changes from the plain decode
+        (each None when there is none):
+
+        - `steered`: the change to it, both ways: cut where it has less energy, the decoder's
+          added energy where it has more (a knob's right half; a level knob both ways);
+        - `lowered`: the change to it, cut-only (a timbre knob's own left half: turning it left
+          only ever removes);
+        - `mirrored`: the inverse of the change to it, cut-only (a timbre knob's left half that
+          mirrors its right half, decoded at +|α|: KnobScale.mirror_down).
+
+        `keep_level` overrides the config's for `steered` and `lowered`."""
         cfg = self.config
-        Q = stft(self._fit(steered))
-        mq = np.maximum(_smooth(np.abs(Q), cfg.smooth_bins, cfg.smooth_frames), self.floor)
-        cut = np.minimum(mq / self.mp, 1.0) ** cfg.cut_power
-        added = cfg.add_gain * np.maximum(mq - self.mp, 0.0)
-        phase = Q / np.maximum(np.abs(Q), 1e-20)
-        return istft(self.X * cut + added * phase, self.length)
+        keep = cfg.keep_level if keep_level is None else keep_level
+        gain = np.ones_like(self.bp)
+        y = None
+        if steered is not None:
+            Q = stft(self._fit(steered))
+            ratio, level = self._ratio(self._bands(Q), keep)
+            gain *= np.minimum(ratio, 1.0) ** (0.5 * cfg.cut_power)
+            if cfg.add_gain > 0:  # the decoder's added band power: the source's own first, then Q's
+                added = cfg.add_gain ** 2 * np.maximum(ratio - 1.0, 0.0) * self.bp
+                boost = np.minimum(1.0 + added / self.bs, 10 ** (cfg.boost_db / 10))
+                gain *= np.sqrt(boost)
+                rest = np.maximum(added - (boost - 1.0) * self.bs, 0.0)
+                Q *= np.float32(1 / np.sqrt(level))
+                y = Q * (np.sqrt(rest / (ratio * self.bp)).astype(np.float32) @ self.hats_t)
+        if lowered is not None:  # a decoder that got louder overall (a hum) changes nothing here
+            ratio, _ = self._ratio(self._bands(stft(self._fit(lowered))), keep, louder=False)
+            gain *= np.minimum(ratio, 1.0) ** (0.5 * cfg.cut_power)
+        if mirrored is not None:  # where the decoder adds, the source loses; never a boost
+            ratio, _ = self._ratio(self._bands(stft(self._fit(mirrored))), False)
+            gain *= np.minimum(1.0 / ratio, 1.0) ** (0.5 * cfg.mirror_power)
+        out = self.X * (gain.astype(np.float32) @ self.hats_t)
+        if y is not None:
+            out += y
+        if keep:  # the source's energy back, within makeup_db
+            energy = float(np.sum(out.real ** 2 + out.imag ** 2, dtype=np.float64))
+            limit = 10 ** (cfg.makeup_db / 20)
+            out *= np.float32(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
+        return istft(out, self.length)
+
+    def _ratio(self, bq: np.ndarray, keep_level: bool, louder: bool = True) -> tuple[np.ndarray, float]:
+        """Band power ratio steered / plain (both floored), after taking out the overall level
+        change when keep_level (only a fall when not `louder`); and that level change (1 when
+        none was taken out)."""
+        level = 1.0
+        if keep_level:
+            level = max(float(bq.sum(dtype=np.float64)) / self.total, 1e-30)
+            level = level if louder else min(level, 1.0)
+            bq = bq / level
+        return np.maximum(bq, self.floor) / self.bp, level
 
 
 def apply_change(source: np.ndarray, plain: np.ndarray, steered: np.ndarray,

@@ -30,6 +30,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
+from steerpad.realtime.faithful import MODES
 
 KnobMode = Literal["absolute", "relative_binary_offset", "relative_twos_complement", "relative_signed_bit"]
 KNOB_MODES: tuple[str, ...] = get_args(KnobMode)
@@ -124,6 +125,8 @@ class PadSpec:
     """-1 (left) .. 1 (right)."""
     choke: str | None = None
     """Pads sharing a choke group cut each other off."""
+    mode: str | None = None
+    """What the pad plays (faithful.MODES); None = the preset's mode."""
 
 
 @dataclass(frozen=True)
@@ -138,15 +141,15 @@ class KnobSpec:
     initial: float = 0.5
     """The knob position 0-1 at start."""
 
-    def alpha(self, position: float, alpha_min: float, alpha_max: float) -> float:
-        """The direction's alpha at knob `position` 0-1 (alpha_min < 0 < alpha_max)."""
+    def share(self, position: float) -> float:
+        """The knob's signed share of the direction's travel at `position` 0-1: -1 (full left)
+        .. 0 (untouched) .. 1 (full right), after `range` and `curve`. A direction's KnobScale
+        turns it into α for the pad's render mode."""
         lo, hi = self.range
         p = min(1.0, max(0.0, position))
         u_lin = lo + (hi - lo) * p
         u = _SHAPES[self.curve](abs(u_lin))  # the shaped magnitude; u_lin's sign picks the side
-        if u == 0.0:
-            return 0.0
-        return u * alpha_max if u_lin > 0 else u * alpha_min
+        return u if u_lin > 0 else -u
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,13 @@ class Preset:
     snapshots: dict[int, dict[str, float]] = field(default_factory=dict)
     """Program change number -> knob positions by direction name."""
     capture: CaptureSpec = field(default_factory=CaptureSpec)
+    mode: str | None = None
+    """What its pads play unless a pad says otherwise (faithful.MODES); None = the bundle's
+    default mode (render.default_mode: faithful for every bundle steerpad writes)."""
+
+    def pad_mode(self, pad: PadSpec | None, default: str) -> str:
+        """The render mode of `pad` (None: a pad the preset leaves empty, e.g. a capture's)."""
+        return (pad.mode if pad is not None else None) or self.mode or default
 
     def files(self) -> list[Path]:
         """The audio files its pads play (not kit entries): what a render reads besides the
@@ -410,9 +420,10 @@ def load_preset(path: str | Path) -> Preset:
     """Read and check a preset TOML and its controller map (without a bundle: see check_preset)."""
     path = Path(path)
     r = _Reader(path)
-    data = r.table(r.read(), "", ("name", "controller", "voices", "pads", "knobs", "snapshots", "capture"),
-                   ("controller",))
+    data = r.table(r.read(), "", ("name", "controller", "mode", "voices", "pads", "knobs", "snapshots",
+                                  "capture"), ("controller",))
     name = r.string(data.get("name", path.stem), "name")
+    mode = r.choice(data["mode"], "mode", MODES) if "mode" in data else None
     ref = r.string(data["controller"], "controller")
     found = find_controller(ref, path.parent)
     if found is None:
@@ -439,7 +450,8 @@ def load_preset(path: str | Path) -> Preset:
     snapshots = _snapshots(r, data.get("snapshots", {}), [k.direction for k in knobs])
     capture = _capture(r, data.get("capture", {}), controller, len(pads), len(knobs), path.parent)
     return Preset(name=name, path=path, controller=controller, pads=pads, knobs=knobs,
-                  polyphony=polyphony, velocity_curve=curve, snapshots=snapshots, capture=capture)
+                  polyphony=polyphony, velocity_curve=curve, snapshots=snapshots, capture=capture,
+                  mode=mode)
 
 
 def check_preset(preset: Preset, direction_names, kit_names) -> None:
@@ -472,13 +484,14 @@ def _array_of_tables(r: _Reader, value: Any, key: str, limit: int, controller: C
 
 def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
     key = f"pads[{i + 1}]"
-    r.table(t, key, ("sample", "gain_db", "pan", "choke"), ("sample",))
+    r.table(t, key, ("sample", "gain_db", "pan", "choke", "mode"), ("sample",))
     sample = r.string(t["sample"], f"{key}.sample")
     choke = t.get("choke")
     if choke is not None:
         choke = r.string(choke, f"{key}.choke")
+    mode = r.choice(t["mode"], f"{key}.mode", MODES) if "mode" in t else None
     common = dict(index=i, gain_db=r.number(t.get("gain_db", 0.0), f"{key}.gain_db", -60, 12),
-                  pan=r.number(t.get("pan", 0.0), f"{key}.pan", -1, 1), choke=choke)
+                  pan=r.number(t.get("pan", 0.0), f"{key}.pan", -1, 1), choke=choke, mode=mode)
     if sample.startswith(KIT_PREFIX):
         entry = sample[len(KIT_PREFIX):]
         if not KIT_NAME.match(entry):

@@ -1,15 +1,25 @@
 """The render worker: keeps a steered render of every pad's one-shot ready at the device rate.
 
-The knob state is one alpha vector with a version number. Moving a knob bumps the version and
-wakes the worker, which re-renders stale pads one at a time, the most recently played first,
-always with the newest alpha (work for an older knob state is never queued, so it cannot pile
-up). Each finished render is published by replacing the pad's array reference, an atomic swap:
-the audio thread reads `slots[pad]` and always gets a finished buffer; a voice that is playing
-the previous one keeps it. A failing render keeps the previous buffer and records the error.
-A bounce (bounce.py) leaves the thread unstarted and calls `refresh(pads)` instead: the same
-render and bookkeeping in its own thread, for just the pads it is about to hit.
+What a pad plays is a PadSound: its latents, its source audio and its render mode
+(faithful.MODES). In `faithful` mode, with the pad's knobs centred the worker publishes the
+source itself, resampled once to the device rate (no model, no STFT: bit-exact when the rates
+match); with a knob moved it publishes the source reshaped by the decoder's change
+(faithful.FaithfulPad, prepared once per sound: the source's STFT and the plain decode's band
+energies). In `resynth` mode it publishes the decoder's output. A faithful pad without source
+audio (a kit entry of an older bundle) plays resynthesis.
 
-Runs bundle.steer + bundle.decode (onnxruntime) and soxr; never called from the audio callback.
+The knob state is one alpha vector per render mode (each mode has its own calibrated knob
+scales), with a version number. Moving a knob bumps the version and wakes the worker, which
+re-renders stale pads one at a time, the most recently played first, always with the newest alpha
+(work for an older knob state is never queued, so it cannot pile up). Each finished render is
+published by replacing the pad's array reference, an atomic swap: the audio thread reads
+`slots[pad]` and always gets a finished buffer; a voice that is playing the previous one keeps
+it. A failing render keeps the previous buffer and records the error. A bounce (bounce.py)
+leaves the thread unstarted and calls `refresh(pads)` instead: the same render and bookkeeping
+in its own thread, for just the pads it is about to hit.
+
+Runs bundle.steer + bundle.decode (onnxruntime), the faithful change and soxr; never called from
+the audio callback.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import numpy as np
 import soxr
 
 from steerpad.realtime.bundle import Bundle
+from steerpad.realtime.faithful import MODES, FaithfulPad
 
 TOP_FEATURES = 8
 """How many of the strongest SAE features PadAnalysis keeps per latent frame."""
@@ -56,6 +67,39 @@ def analyse(bundle: Bundle, probes, steered: np.ndarray) -> PadAnalysis:
                        frame_s=bundle.hop / bundle.sample_rate)
 
 
+@dataclass(frozen=True, eq=False)
+class PadSound:
+    """What a pad plays: its latents [D, N] through the bundle's encoder and, when there is one,
+    its source one-shot `audio` [T, C] float32 at `rate` Hz (C = 1 or 2), in render `mode`."""
+
+    latents: np.ndarray
+    audio: np.ndarray | None = None
+    rate: int = 0
+    mode: str = "resynth"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"not a render mode: {self.mode!r} (one of {', '.join(MODES)})")
+        if self.audio is not None and (self.audio.ndim != 2 or self.rate <= 0):
+            raise ValueError("PadSound.audio must be [T, C] with a rate")
+
+    @property
+    def faithful(self) -> bool:
+        """Whether it plays its source (faithful mode, and source audio to play)."""
+        return self.mode == "faithful" and self.audio is not None
+
+
+@dataclass(eq=False)
+class _Prepared:
+    """The worker's per-sound cache (worker thread only): the centre render and the change's
+    fixed part, made on the first render of a sound."""
+
+    sound: PadSound
+    centre: np.ndarray | None = None
+    """[T, 2] float32 at out_rate: the source as it plays with the knobs centred."""
+    change: FaithfulPad | None = None
+
+
 @dataclass
 class RenderStats:
     """What the status view and the benchmark read (written by the worker only)."""
@@ -70,13 +114,13 @@ class RenderStats:
 
 
 class RenderWorker:
-    """Renders pad latents [D, N] through `bundle` into stereo float32 [T, 2] arrays at `out_rate`.
+    """Renders pad sounds through `bundle` into stereo float32 [T, 2] arrays at `out_rate`.
 
-    `sources[p]` is pad p's latents, or None for a pad with no sound. Call `start()`, then
+    `sources[p]` is pad p's PadSound, or None for a pad with no sound. Call `start()`, then
     `set_alpha()` from any thread whenever the knobs move; read `slots[p]` from any thread.
     """
 
-    def __init__(self, bundle: Bundle, sources: list[np.ndarray | None], out_rate: int,
+    def __init__(self, bundle: Bundle, sources: list[PadSound | None], out_rate: int,
                  analyse: bool = True):
         self.bundle = bundle
         self.probes = None
@@ -97,12 +141,18 @@ class RenderWorker:
         None before the first render or when the worker does not analyse."""
         self.errors: list[str] = [""] * n
         """Per pad: the last render error ('' when its last render worked)."""
-        self.rendered: list[tuple[np.ndarray, float] | None] = [None] * n
-        """Per pad: (the source latents its slot was rendered from, when it was published)."""
+        self.rendered: list[tuple[PadSound, float] | None] = [None] * n
+        """Per pad: (the sound its slot was rendered from, when it was published)."""
         self.stats = RenderStats()
         self.history: deque[tuple[int, float, float]] = deque(maxlen=512)
         """(pad, compute ms, latency ms) of recent renders."""
-        self._alpha = np.zeros(len(bundle.directions), np.float32)
+        self._alpha = np.zeros((len(MODES), len(bundle.directions)), np.float32)
+        self._prepared: list[_Prepared | None] = [None] * n
+        self._level = np.array([d.descriptor == "loudness" for d in bundle.directions], bool)
+        """The level knobs: while one is moved, the faithful change keeps the decoder's level."""
+        self.mirror_down = np.array([d.scale("faithful").mirror_down for d in bundle.directions], bool)
+        """The directions whose faithful left half is their right half's change, inverted (from the
+        bundle; written only by whoever owns the worker before it starts: calibration)."""
         self._version = 1
         self._version_time = time.perf_counter()
         self._done = [0] * n
@@ -128,10 +178,13 @@ class RenderWorker:
             self._thread = None
 
     def set_alpha(self, alpha: np.ndarray) -> None:
-        """The newest knob state, one alpha per bundle direction: every pad becomes stale."""
-        a = np.asarray(alpha, np.float32).reshape(-1)
+        """The newest knob state: one alpha per bundle direction for each render mode, [MODES, K]
+        (a [K] vector serves every mode): every pad becomes stale."""
+        a = np.asarray(alpha, np.float32)
+        if a.ndim == 1:
+            a = np.repeat(a[None], len(MODES), axis=0)
         if a.shape != self._alpha.shape or not np.isfinite(a).all():
-            raise ValueError(f"alpha must be {self._alpha.shape[0]} finite values, got {a}")
+            raise ValueError(f"alpha must be {self._alpha.shape} finite values, got {a}")
         with self._cond:
             if np.array_equal(a, self._alpha):
                 return
@@ -144,10 +197,10 @@ class RenderWorker:
     def alpha(self) -> np.ndarray:
         return self._alpha.copy()
 
-    def set_source(self, pad: int, latents: np.ndarray | None) -> None:
+    def set_source(self, pad: int, sound: PadSound | None) -> None:
         """Give pad a new sound (e.g. a captured hit): it is rendered with the current knobs."""
         with self._cond:
-            self.sources[pad] = latents
+            self.sources[pad] = sound
             self._source_time[pad] = time.perf_counter()
             self._done[pad] = 0
             self._cond.notify_all()
@@ -191,8 +244,8 @@ class RenderWorker:
                 if self._stop:
                     return
                 alpha, version, since = self._alpha, self._version, self._version_time
-                latents = self.sources[pad]
-            self._render_pad(pad, latents, alpha, version, since)
+                sound = self.sources[pad]
+            self._render_pad(pad, sound, alpha, version, since)
 
     def refresh(self, pads) -> list[str]:
         """Render now, in the calling thread, each of `pads` whose render is older than the knobs
@@ -204,22 +257,25 @@ class RenderWorker:
         failed = []
         for pad in pads:
             with self._cond:
-                latents = self.sources[pad]
-                if latents is None or self._done[pad] >= self._version:
+                sound = self.sources[pad]
+                if sound is None or self._done[pad] >= self._version:
                     continue
                 alpha, version, since = self._alpha, self._version, self._version_time
-            error = self._render_pad(pad, latents, alpha, version, since)
+            error = self._render_pad(pad, sound, alpha, version, since)
             if error:
                 failed.append(error)
         return failed
 
-    def _render_pad(self, pad: int, latents: np.ndarray, alpha: np.ndarray, version: int,
+    def _render_pad(self, pad: int, sound: PadSound, alpha: np.ndarray, version: int,
                     since: float) -> str:
         """Render one pad and publish it (slot, analysis, stats); '' or the render's error."""
         t0 = time.perf_counter()
         error = ""
         try:
-            audio, steered = self.render(latents, alpha)
+            prepared = self._prepared[pad]
+            if prepared is None or prepared.sound is not sound:
+                prepared = self._prepared[pad] = _Prepared(sound)
+            audio, steered = self.render(prepared, alpha[MODES.index(sound.mode)])
         except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
             error = f"pad {pad + 1}: render failed ({type(e).__name__}: {e})"
             self.errors[pad] = error + "; the previous sound keeps playing"
@@ -229,7 +285,7 @@ class RenderWorker:
             self.slots[pad] = audio  # the atomic swap
             self.errors[pad] = ""
             t1 = time.perf_counter()
-            self.rendered[pad] = (latents, t1)
+            self.rendered[pad] = (sound, t1)
             compute, latency = (t1 - t0) * 1e3, (t1 - max(since, self._source_time[pad])) * 1e3
             self.latency_ms[pad] = latency
             self.stats.renders += 1
@@ -242,23 +298,60 @@ class RenderWorker:
                     self.analysis[pad] = None
                     self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
         with self._cond:
-            if self.sources[pad] is latents:
+            if self.sources[pad] is sound:
                 self._done[pad] = version
             self._cond.notify_all()
         return error
 
-    def render(self, latents: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Steer + decode + resample: one pad's sound, [T, 2] float32 C-contiguous at out_rate,
-        and the steered latents [1, D, N] it was decoded from."""
-        steered = self.bundle.steer(latents, alpha)
-        audio = self.bundle.decode(steered)[0]  # [C, T] at the bundle rate
+    def render(self, prepared: _Prepared | PadSound, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One pad's sound for alpha [K] in its mode: [T, 2] float32 C-contiguous at out_rate, and
+        the steered latents [1, D, N] it was made from. `prepared` caches the sound's fixed parts
+        between calls (a bare PadSound renders without a cache)."""
+        if isinstance(prepared, PadSound):
+            prepared = _Prepared(prepared)
+        sound = prepared.sound
+        if not sound.faithful:
+            steered = self.bundle.steer(sound.latents, alpha)
+            return self._to_device(self.bundle.decode(steered)[0], self.bundle.sample_rate), steered
+        if not alpha.any():  # centred: the source itself
+            if prepared.centre is None:
+                prepared.centre = self._to_device(sound.audio.T, sound.rate)
+            return prepared.centre, sound.latents[None]
+        if prepared.change is None:
+            prepared.change = FaithfulPad(self._at_bundle_rate(sound),
+                                          self.bundle.decode(sound.latents)[0], self.bundle.change)
+        # Three parts, each decoded once (batched): what raises (right halves, level knobs both
+        # ways: cut + add), a timbre knob's own left half (cut-only), and a left half that mirrors
+        # its right half (decoded at +|α|, inverted, cut-only). See FaithfulPad.render.
+        down = (alpha < 0) & ~self._level
+        mirror = down & self.mirror_down
+        parts = (np.where(down, 0.0, alpha), np.where(mirror, -alpha, 0.0),
+                 np.where(down & ~mirror, alpha, 0.0))
+        steered = [self.bundle.steer(sound.latents, a.astype(np.float32)) if a.any() else None for a in parts]
+        present = [s for s in steered if s is not None]
+        decoded = iter(self.bundle.decode(np.concatenate(present)))
+        raised, mirrored, lowered = (next(decoded) if s is not None else None for s in steered)
+        y = prepared.change.render(raised, mirrored, lowered,
+                                   keep_level=False if alpha[self._level].any() else None)
+        return self._to_device(y, self.bundle.sample_rate), present[0]
+
+    def _at_bundle_rate(self, sound: PadSound) -> np.ndarray:
+        """The sound's source audio [C, T] at the bundle rate (the decoder's time grid)."""
+        audio = sound.audio
+        if sound.rate != self.bundle.sample_rate:
+            audio = soxr.resample(audio, sound.rate, self.bundle.sample_rate, quality="HQ")
+        return np.ascontiguousarray(audio.T, dtype=np.float32)
+
+    def _to_device(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        """Audio [C, T] at `rate` -> [T, 2] float32 C-contiguous at out_rate (mono spread to both
+        sides, more channels cut to two)."""
         if audio.shape[0] == 1:
             audio = np.repeat(audio, 2, axis=0)
         elif audio.shape[0] > 2:
             audio = audio[:2]
         frames = np.ascontiguousarray(audio.T, dtype=np.float32)
-        if self.bundle.sample_rate != self.out_rate:
-            frames = soxr.resample(frames, self.bundle.sample_rate, self.out_rate, quality="HQ")
+        if rate != self.out_rate:
+            frames = soxr.resample(frames, rate, self.out_rate, quality="HQ")
         if not np.isfinite(frames).all():
-            raise ValueError("the decoder produced non-finite samples")
-        return np.ascontiguousarray(frames, dtype=np.float32), steered
+            raise ValueError("the render has non-finite samples")
+        return np.ascontiguousarray(frames, dtype=np.float32)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+MIRROR: dict[str, bool] = {}
 HYDROGEN = Path("/usr/share/hydrogen/data/drumkits")
 VAL_KITS = ["ColomboAcousticDrumkit", "HardElectro1", "Millo_MultiLayered3"]
 
@@ -56,12 +57,13 @@ def main() -> int:
     ap.add_argument("--directions", nargs="+", default=["brighter", "noisier", "crisper", "airier",
                                                         "boomier", "louder"])
     ap.add_argument("--variant", nargs="+", default=["ratio=1,1"],
-                    help="NAME=cut_power,add_gain (faithful variants to compare)")
+                    help="NAME=cut_power,add_gain[,keep_level 0/1] (faithful variants to compare)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--calibrate", action="store_true",
                     help="per side, find on each mode's own output the α where the median change "
                          "reaches 1 std, on a geometric grid up to 4x the bundle's range, stopping "
                          "where the level leaves +-12 dB or the change falls back by 0.1 std")
+    ap.add_argument("--no-resynth", action="store_true", help="measure the faithful variants only")
     args = ap.parse_args()
 
     bundle = load_bundle(args.bundle)
@@ -69,11 +71,12 @@ def main() -> int:
     sr, hop = bundle.sample_rate, bundle.hop
     stds = {n: float(v["std"]) for n, v in bundle.manifest["descriptors"].items()}
     names = [d.name for d in bundle.directions]
-    modes: dict[str, ChangeConfig | None] = {"resynth": None}
+    modes: dict[str, ChangeConfig | None] = {} if args.no_resynth else {"resynth": None}
     for v in args.variant:
         name, params = v.split("=")
-        cp, ag = (float(p) for p in params.split(","))
-        modes[name] = ChangeConfig(cut_power=cp, add_gain=ag)
+        cp, ag, *rest = (float(p) for p in params.split(","))
+        modes[name] = ChangeConfig(cut_power=cp, add_gain=ag, keep_level=bool(rest[0]) if rest else True)
+        MIRROR[name] = len(rest) > 1 and bool(rest[1])
 
     latents = [bundle.encode(a)[0] for _, a in clips]
     if args.calibrate:
@@ -159,11 +162,13 @@ def calibrate(args, bundle, clips, latents, modes) -> int:
                 best = {"alpha": 0.0, "effect": 0.0, "level_db": 0.0, "reached": False}
                 for a in grid:
                     alpha = zero.copy()
-                    alpha[k] = a
+                    mirror = MIRROR.get(mode, False) and a < 0
+                    alpha[k] = -a if mirror else a
                     eff, lev = [], []
                     for c, z in enumerate(latents):
                         q = bundle.decode(bundle.steer(z, alpha))[0]
-                        y = q if pads[c] is None else pads[c].render(q)
+                        y = q if pads[c] is None else pads[c].render(
+                            q, keep_level=None if d.descriptor != "loudness" else False, mirror=mirror)
                         vals, _ = clip_means(y, sr, hop, refs[c][1])
                         sign = 1 if side == "up" else -1
                         eff.append(sign * (vals[j] - refs[c][0][j]) / stds[d.descriptor])

@@ -25,7 +25,7 @@ import soundfile as sf
 from steerpad.offline.cli import main
 from steerpad.realtime.bounce import bounce, bounce_to_files, read_performance
 from steerpad.realtime.bundle import load_bundle
-from steerpad.realtime.engine import encode_file
+from steerpad.realtime.engine import encode_file, load_file_sound
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, NoteOn
 from steerpad.realtime.presets import load_preset
@@ -303,8 +303,8 @@ def test_pad_samples_that_are_not_regular_files_are_refused(bundle, tmp_path):
 
 
 def test_a_long_pad_sample_is_read_only_as_far_as_it_is_used(bundle, tmp_path):
-    """Ten minutes of 8 kHz audio as a pad sample: encoding reads the one-shot's length of it,
-    and gives the same latents as a file holding only its first 10 s."""
+    """Ten minutes of 8 kHz audio as a pad sample: loading reads the one-shot's length of it,
+    and gives the same sound (source audio and latents) as a file holding only its first 10 s."""
     rng = np.random.default_rng(0)
     t = np.arange(600 * 8000) / 8000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-(t % 1.0) * 4) + 0.01 * rng.standard_normal(t.size))
@@ -312,12 +312,17 @@ def test_a_long_pad_sample_is_read_only_as_far_as_it_is_used(bundle, tmp_path):
     sf.write(str(tmp_path / "head.wav"), audio[:10 * 8000].astype(np.float32), 8000, subtype="PCM_16")
     tracemalloc.start()
     try:
-        long = encode_file(bundle, tmp_path / "long.wav")
+        long = load_file_sound(bundle, tmp_path / "long.wav", "faithful")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 16e6, peak  # the whole file, resampled to 44.1 kHz, would be ~100 MB
-    assert np.array_equal(long, encode_file(bundle, tmp_path / "head.wav"))
+    head = load_file_sound(bundle, tmp_path / "head.wav", "faithful")
+    assert np.array_equal(long.latents, head.latents) and np.array_equal(long.audio, head.audio)
+    assert long.mode == "faithful" and long.rate == 8000  # it plays the file as read, at its own rate
+    assert long.audio.shape == (int(np.ceil(bundle.max_frames * bundle.hop * 8000 / bundle.sample_rate)),
+                                bundle.channels)
+    assert np.array_equal(long.latents, encode_file(bundle, tmp_path / "head.wav"))  # the latents alone
 
 
 def test_a_pad_sample_with_a_broken_header_is_refused(bundle, tmp_path, preset):

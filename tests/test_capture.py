@@ -194,24 +194,25 @@ def test_default_kit_dir(monkeypatch, tmp_path):
 
 
 def fake_engine(input_channels: int = 1):
-    """What Capture reads of an Engine: an input ring, a bundle (encode: zeros), a controller,
-    a render worker that publishes at once."""
+    """What Capture reads of an Engine: an input ring, a bundle (encode: zeros), a preset with no
+    pads (their mode: the bundle's), a controller, a render worker that publishes at once."""
     from types import SimpleNamespace
 
     from steerpad.realtime.ring import AudioRing
 
     n = 16
-    bundle = SimpleNamespace(sample_rate=RATE, hop=256, max_frames=100, channels=1,
+    bundle = SimpleNamespace(sample_rate=RATE, hop=256, max_frames=100, channels=1, default_mode="faithful",
                              encode=lambda x: np.zeros((1, 8, -(-x.shape[-1] // 256)), np.float32))
     worker = SimpleNamespace(sources=[None] * n, rendered=[None] * n, errors=[""] * n,
                              stats=SimpleNamespace(errors=0))
 
-    def set_source(pad, z):
-        worker.sources[pad], worker.rendered[pad] = z, (z, time.perf_counter())
+    def set_source(pad, sound):
+        worker.sources[pad], worker.rendered[pad] = sound, (sound, time.perf_counter())
 
     worker.set_source = set_source
+    preset = SimpleNamespace(pads=(), pad_mode=lambda pad, default: default)
     return SimpleNamespace(input_channels=input_channels, in_ring=AudioRing(5 * RATE, 1), sample_rate=RATE,
-                           bundle=bundle, worker=worker, monitor=False, capture=None,
+                           bundle=bundle, preset=preset, worker=worker, monitor=False, capture=None,
                            controller=SimpleNamespace(pad_notes=list(range(36, 36 + n))))
 
 
@@ -246,7 +247,9 @@ def test_a_take_that_cannot_be_saved_still_plays(tmp_path, monkeypatch):
         cap.stop()
     r = cap.results[-1]
     assert r.wav is None and r.npy is None and r.error == ""
-    assert engine.worker.sources[3] is not None  # it plays ...
+    sound = engine.worker.sources[3]
+    assert sound is not None and sound.mode == "faithful" and sound.rate == RATE  # it plays ...
+    assert sound.audio.shape == (round(r.seconds * RATE), 1) and sound.latents.shape[0] == 8
     assert "not saved" in cap.errors[3] and "No space left" in cap.errors[3]  # ... and says so
     assert list(tmp_path.iterdir()) == []
 
@@ -482,8 +485,11 @@ def test_capture_through_the_ring_arms_by_midi_and_plays(played):
             assert r.wav.parent == preset.capture.kit_dir and r.npy == r.wav.with_suffix(".npy")
             z = np.load(r.npy)
             assert z.shape[0] == bundle.latent_dim and z.shape[1] <= bundle.max_frames
-            assert np.array_equal(engine.worker.sources[5], z)
-            assert engine.worker.rendered[5][0] is engine.worker.sources[5]
+            sound = engine.worker.sources[5]  # the take, in the mode the empty pad plays
+            assert np.array_equal(sound.latents, z)
+            assert sound.mode == preset.pad_mode(None, bundle.default_mode) and sound.rate == RATE
+            assert np.array_equal(sound.audio, sf.read(r.wav, dtype="float32", always_2d=True)[0])
+            assert engine.worker.rendered[5][0] is sound
             slot = engine.worker.slots[5]
             assert slot is not None and np.sqrt(np.mean(slot ** 2)) > 1e-3  # it sounds
             assert 0 < r.end_to_source_ms <= r.end_to_playable_ms < 10_000
@@ -579,8 +585,8 @@ def test_live_input_flags_and_capture_from_the_command_line(jack_server, chain, 
                "--midi-port-name", "steerpad-capture-cli", "--input", "--kit-dir", str(kit),
                "--duration", "7"])
     t.join()
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
     assert done == [True], out
     assert "input" in out and "1 ch" in out and "take 1" in out and str(kit) in out
     assert [p.name[:6] for p in kit.glob("*.wav")] == ["pad06-"]

@@ -18,6 +18,7 @@ from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.engine import Engine
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, NoteOn
+from steerpad.realtime.faithful import MODES
 from steerpad.realtime.presets import load_preset
 
 pytestmark = pytest.mark.slow  # needs the chain bundle (~2 min, once per session)
@@ -129,8 +130,17 @@ def test_program_change_recalls_a_snapshot(rig):
 
         engine.handle(ProgramChange(0, 5))
         assert engine.knobs[1] == 1.0 and engine.knobs[0] == 0.5
-        assert engine.alpha()[bundle.direction_names().index("louder")] == pytest.approx(
-            bundle.directions[bundle.direction_names().index("louder")].alpha_max)
+        # One α row per render mode: the knob full right is the top of that mode's own knob scale
+        # (calibrated per mode), on the row of the mode the pads play as on the other.
+        louder = bundle.direction_names().index("louder")
+        alpha = engine.alpha()
+        assert alpha.shape == (len(MODES), len(bundle.directions))
+        for m, mode in enumerate(MODES):
+            top = bundle.directions[louder].scale(mode).up[-1]
+            assert top > 0 and alpha[m, louder] == pytest.approx(top), mode
+        mode = snap.pad_mode(snap.pads[0], bundle.default_mode)  # what the pads play
+        full = bundle.directions[louder].scale(mode).alpha(1.0)
+        assert alpha[MODES.index(mode), louder] == pytest.approx(full)
         engine.handle(ProgramChange(0, 6))  # no such snapshot: ignored, counted
         assert engine.unmapped == 1 and engine.knobs[1] == 1.0
 
@@ -142,7 +152,7 @@ def test_a_failing_render_keeps_the_previous_sound(rig):
         before = list(engine.worker.slots)
         real = engine.worker.render
 
-        def broken(latents, alpha):
+        def broken(sound, alpha):
             raise RuntimeError("onnxruntime fell over")
 
         engine.worker.render = broken
@@ -200,7 +210,7 @@ def test_each_render_comes_with_what_it_is_made_of(rig):
     with Engine(bundle, preset, RATE, 256, master=False) as engine:
         assert engine.start(wait=120)
         a = engine.worker.analysis[2]
-        n = bundle.kit[0].latents.shape[1] if bundle.kit else engine.worker.sources[2].shape[1]
+        n = bundle.kit[0].latents.shape[1] if bundle.kit else engine.worker.sources[2].latents.shape[1]
         assert set(a.probe) >= {"centroid", "loudness"}
         assert all(v.shape == (n,) and 0 <= v.min() <= v.max() <= 1 for v in a.probe.values())
         assert a.top_index.shape == a.top_value.shape == (n, 8) and a.top_index.min() >= 2

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from steerpad.realtime.bundle import KnobScale
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, NoteOff, NoteOn, ProgramChange
 from steerpad.realtime.presets import (
@@ -104,34 +105,52 @@ def test_example_preset_loads_and_fits_the_bundle_it_documents():
     assert "kit:rim" in error(check_preset, p, EXAMPLE_DIRECTIONS, EXAMPLE_KIT[:-1])
 
 
-# ---------------------------------------------------------------- knob -> alpha
+# ---------------------------------------------------------------- knob -> share -> alpha
+
+
+def alpha(k: KnobSpec, position: float, alpha_min: float, alpha_max: float) -> float:
+    """α of knob k at `position` on an uncalibrated direction (linear over [alpha_min, alpha_max]),
+    as the engine computes it: the knob's share of travel through the direction's KnobScale."""
+    return KnobScale((alpha_max,), (alpha_min,)).alpha(k.share(position))
+
+
+@pytest.mark.parametrize("curve", KNOB_CURVES)
+def test_centre_is_exactly_untouched_and_the_ends_reach_the_full_share(curve):
+    k = KnobSpec(0, "brighter", (-1.0, 1.0), curve)
+    assert k.share(0.5) == 0.0
+    assert k.share(0.0) == pytest.approx(-1.0)
+    assert k.share(1.0) == pytest.approx(1.0)
+    assert k.share(-1.0) == k.share(0.0)  # positions clamp to 0-1
+    assert k.share(2.0) == k.share(1.0)
 
 
 @pytest.mark.parametrize("curve", KNOB_CURVES)
 def test_centre_is_exactly_untouched_and_the_ends_reach_the_calibrated_range(curve):
     k = KnobSpec(0, "brighter", (-1.0, 1.0), curve)
-    assert k.alpha(0.5, -3.0, 5.0) == 0.0
-    assert k.alpha(0.0, -3.0, 5.0) == pytest.approx(-3.0)
-    assert k.alpha(1.0, -3.0, 5.0) == pytest.approx(5.0)
-    assert k.alpha(-1.0, -3.0, 5.0) == k.alpha(0.0, -3.0, 5.0)  # positions clamp to 0-1
-    assert k.alpha(2.0, -3.0, 5.0) == k.alpha(1.0, -3.0, 5.0)
+    assert alpha(k, 0.5, -3.0, 5.0) == 0.0
+    assert alpha(k, 0.0, -3.0, 5.0) == pytest.approx(-3.0)
+    assert alpha(k, 1.0, -3.0, 5.0) == pytest.approx(5.0)
+    assert alpha(k, -1.0, -3.0, 5.0) == alpha(k, 0.0, -3.0, 5.0)  # positions clamp to 0-1
+    assert alpha(k, 2.0, -3.0, 5.0) == alpha(k, 1.0, -3.0, 5.0)
 
 
 @pytest.mark.parametrize("curve", KNOB_CURVES)
 @pytest.mark.parametrize("rng", [(-1.0, 1.0), (0.0, 1.0), (-0.5, 0.25), (1.0, -1.0)])
 def test_curves_are_monotonic_in_the_range_direction(curve, rng):
     k = KnobSpec(0, "x", rng, curve)
-    alphas = [k.alpha(i / 200, -2.0, 4.0) for i in range(201)]
-    steps = [b - a for a, b in zip(alphas, alphas[1:])]
-    if rng[1] > rng[0]:
-        assert all(s >= 0 for s in steps) and alphas[-1] > alphas[0]
-    else:
-        assert all(s <= 0 for s in steps) and alphas[-1] < alphas[0]
+    positions = [i / 200 for i in range(201)]
+    for values in ([k.share(x) for x in positions], [alpha(k, x, -2.0, 4.0) for x in positions]):
+        steps = [b - a for a, b in zip(values, values[1:])]
+        if rng[1] > rng[0]:
+            assert all(s >= 0 for s in steps) and values[-1] > values[0]
+        else:
+            assert all(s <= 0 for s in steps) and values[-1] < values[0]
+    assert all(-1.0 <= k.share(x) <= 1.0 for x in positions)
 
 
 def test_curve_shapes_and_partial_ranges():
     def at(curve, pos, rng=(-1.0, 1.0)):
-        return KnobSpec(0, "x", rng, curve).alpha(pos, -1.0, 1.0)
+        return KnobSpec(0, "x", rng, curve).share(pos)
 
     assert at("linear", 0.75) == pytest.approx(0.5)
     assert at("exponential", 0.75) == pytest.approx(0.25)
@@ -140,8 +159,10 @@ def test_curve_shapes_and_partial_ranges():
     assert at("exponential", 0.25) == pytest.approx(-0.25)  # odd-symmetric about the centre
     assert at("linear", 0.0, (0.0, 1.0)) == 0.0
     assert at("linear", 1.0, (-0.5, 0.5)) == pytest.approx(0.5)
-    assert KnobSpec(0, "x", (-1.0, 1.0)).alpha(1.0, -7.0, 2.0) == pytest.approx(2.0)
-    assert KnobSpec(0, "x", (-1.0, 1.0)).alpha(0.0, -7.0, 2.0) == pytest.approx(-7.0)
+    assert alpha(KnobSpec(0, "x", (-1.0, 1.0)), 1.0, -7.0, 2.0) == pytest.approx(2.0)
+    assert alpha(KnobSpec(0, "x", (-1.0, 1.0)), 0.0, -7.0, 2.0) == pytest.approx(-7.0)
+    assert alpha(KnobSpec(0, "x", (-1.0, 1.0)), 0.75, -7.0, 2.0) == pytest.approx(1.0)  # half of the right
+    assert alpha(KnobSpec(0, "x", (-1.0, 1.0)), 0.25, -7.0, 2.0) == pytest.approx(-3.5)  # ... and left side
 
 
 def test_initial_defaults_to_the_untouched_position(tmp_path):
@@ -153,7 +174,54 @@ def test_initial_defaults_to_the_untouched_position(tmp_path):
         range = [-0.25, 0.75]
     """))
     assert [k.initial for k in p.knobs] == [0.5, 0.25]
-    assert p.knobs[1].alpha(p.knobs[1].initial, -1.0, 1.0) == 0.0
+    assert p.knobs[1].share(p.knobs[1].initial) == 0.0
+    assert alpha(p.knobs[1], p.knobs[1].initial, -1.0, 1.0) == 0.0
+
+
+# ---------------------------------------------------------------- render modes
+
+
+def test_preset_and_pad_modes_parse_and_resolve(tmp_path):
+    p = load_preset(preset(tmp_path, """
+        mode = "resynth"
+        [[pads]]
+        sample = "kit:kick"
+        [[pads]]
+        sample = "kit:snare"
+        mode = "faithful"
+    """))
+    assert p.mode == "resynth"
+    assert [pad.mode for pad in p.pads] == [None, "faithful"]
+    assert p.pad_mode(p.pads[0], "faithful") == "resynth"  # the preset's mode
+    assert p.pad_mode(p.pads[1], "resynth") == "faithful"  # the pad's own
+    assert p.pad_mode(None, "faithful") == "resynth"  # an empty pad (a capture's) takes the preset's
+
+
+def test_without_modes_pads_play_the_bundle_default(tmp_path):
+    p = load_preset(preset(tmp_path, """
+        [[pads]]
+        sample = "kit:kick"
+        [[pads]]
+        sample = "kit:snare"
+        mode = "resynth"
+    """))
+    assert p.mode is None and p.pads[0].mode is None
+    assert p.pad_mode(p.pads[0], "faithful") == "faithful"
+    assert p.pad_mode(p.pads[0], "resynth") == "resynth"
+    assert p.pad_mode(p.pads[1], "faithful") == "resynth"
+    assert p.pad_mode(None, "faithful") == "faithful"
+
+
+@pytest.mark.parametrize("body, key", [
+    ('mode = "resynthesis"\n', "mode"),
+    ('mode = 1\n', "mode"),
+    ('[[pads]]\nsample = "kit:kick"\n[[pads]]\nsample = "kit:snare"\nmode = "exact"\n', "pads[2].mode"),
+])
+def test_a_bad_mode_is_one_line_naming_the_key(tmp_path, body, key):
+    p = preset(tmp_path, body)
+    msg = error(load_preset, p)
+    assert msg.startswith(f"{p}: {key} "), msg
+    assert "faithful, resynth" in msg, msg
 
 
 # ---------------------------------------------------------------- events -> pads and knobs

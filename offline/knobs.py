@@ -7,12 +7,15 @@ the source and applies only the decoder's change, which is smaller where the sou
 what the knob asks for. So each side of each knob is calibrated again here, per mode, on the
 exported bundle through the realtime render path (RenderWorker.render, onnxruntime):
 
-- one-shots from --data (training kits: validation kits stay held out for `steerpad eval`) are
-  rendered on a geometric α grid per side, up to GRID_SPAN times the export's range;
+- one-shots from --data (training kits: validation kits stay held out for `steerpad eval`) and
+  the bundle's own kit one-shots are rendered on a geometric α grid per side, up to GRID_SPAN
+  times the export's range;
 - the side's response is the clips' mean change of the direction's descriptor, in dataset stds
-  (as `steerpad eval` reports effect_size); the walk stops at TARGET_STD, where a timbre knob
-  would move any clip's level by more than LEVEL_BOUND_DB (`louder` is exempt), or where the
-  response turns back;
+  (as `steerpad eval` reports effect_size), and their median (as flat_fraction judges a step);
+  the walk stops where the mean reaches TARGET_STD, where a timbre knob would move any clip's
+  level by more than LEVEL_BOUND_DB (`louder` is exempt), or where the response (mean and
+  median together) turns back; the knob ends where mean and median together first come within
+  END_SHARE of their best;
 - the knob's KNOTS knots per side are placed at equal steps of that response (the measured
   curve inverted): equal knob steps give equal descriptor steps, with no flat stretch;
 - faithful mode's left half of a timbre knob only ever removes (FaithfulPad.render): it is
@@ -56,6 +59,10 @@ GRID_POINTS = 12
 """Geometric α grid points per side, from span / 2**(GRID_POINTS - 1) up to span."""
 KNOTS = 8
 """Knots per side of a calibrated knob (equal descriptor steps)."""
+END_SHARE = 0.95
+"""A side ends at the first grid point whose response (mean + median) is within this share of
+its best: the last few percent are not worth pushing α further out, where responses flatten
+and some one-shots start to turn back."""
 TURN_BACK_STD = 0.1
 """A side stops where its response falls this far below its best so far."""
 LEVEL_DESCRIPTOR = "loudness"
@@ -126,7 +133,8 @@ def walk_side(measure: Measure, mode: str, direction: int, side: str, mirror: bo
         if timbre and np.abs(level).max() > LEVEL_BOUND_DB:
             stop = "level bound"
             break
-        if effect < max(effects) - TURN_BACK_STD:
+        score = 0.5 * (effect + sign * float(np.median(change)))
+        if score < max(0.5 * (e + m) for e, m in zip(effects, medians)) - TURN_BACK_STD:
             stop = "turned back"
             break
         alphas.append(sign * float(mag))
@@ -145,7 +153,8 @@ def knots(walk: dict) -> tuple[list[float], float, float]:
     median change, as `flat_fraction` judges a step; the mean where the median hardly moves), the
     effect (mean change) and the median level change at the last knot."""
     a, e = np.asarray(walk["alphas"]), np.asarray(walk["effects"])
-    best = int(np.argmax(e))
+    score = e + np.asarray(walk["medians"])  # the end: the first point within END_SHARE of the best
+    best = int(np.argmax(score >= END_SHARE * score.max())) if score.max() > 0 else 0
     if best == 0 or e[best] <= 0:  # nothing moves it: a linear knob over the first grid step
         return [float(a[1] * (i + 1) / KNOTS) for i in range(KNOTS)] if len(a) > 1 else \
             [0.0] * KNOTS, 0.0, 0.0
@@ -199,6 +208,9 @@ def kit_audio(bundle, root: Path) -> dict[str, np.ndarray]:
     to them)."""
     from steerpad.offline.ingest import IngestConfig, SkipFile, load_clip
 
+    if not bundle.kit:
+        raise SteerpadError(f"--kit-audio {root}: {bundle.path} has no kit entries to give audio to; "
+                            "leave the option out")
     config = IngestConfig(sample_rate=bundle.sample_rate, channels=bundle.channels, hop=bundle.hop,
                           frames=bundle.max_frames, workers=1)
     out = {}
@@ -237,8 +249,8 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.ndarray] | None = None,
                      only: list[str] | None = None, log=print) -> dict:
-    """Calibrate the bundle at `folder` in place (kit audio first, when given, so kit pads are
-    measured as they play); returns the calibration."""
+    """Calibrate the bundle at `folder` in place on `clips` and the bundle's own kit one-shots
+    (what its pads play; `kit` audio is stored first, when given); returns the calibration."""
     from steerpad.offline.export import store_kit_audio
     from steerpad.realtime.bundle import load_bundle, sha256
     from steerpad.realtime.faithful import DEFAULT_MODE, ChangeConfig
@@ -257,7 +269,9 @@ def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.nd
                          for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"
                          and not p.name.startswith(".")}
     write_manifest(folder, manifest)
-    result = calibrate(load_bundle(folder), clips, only, log)
+    bundle = load_bundle(folder)
+    kit_clips = [e.audio for e in bundle.kit if e.audio is not None]  # what its pads play, too
+    result = calibrate(bundle, list(clips) + kit_clips, only, log)
     for d in manifest["directions"]:
         if d["name"] in result:
             d["modes"] = result[d["name"]]

@@ -254,6 +254,21 @@ TAMPERS = {
     "k > F": (MANIFEST, _edit("sae.k", 600), r"sae\.k \(600\) must not exceed sae\.n_features \(512\)"),
     "escape": (MANIFEST, lambda m: m["files"].update({"../x": {"sha256": "0" * 64, "bytes": 1}}),
                r"files lists '\.\./x', which is outside the bundle"),
+    "unknown mode": (MANIFEST, _edit("render", {"default_mode": "lofi"}),
+                     r"render\.default_mode must be one of faithful, resynth, got 'lofi'"),
+    "change key": (MANIFEST, _edit("render", {"faithful": {"cut_powr": 2}}),
+                   r"render\.faithful has unknown keys \['cut_powr'\]"),
+    "change range": (MANIFEST, _edit("render", {"faithful": {"bands": 2}}), r"render\.faithful\.bands"),
+    "scale mode": (MANIFEST, lambda m: m["directions"][0].update(modes={"lofi": {"up": [1], "down": [-1]}}),
+                   r"directions\[0\]\.modes: 'lofi' is not a render mode"),
+    "scale order": (MANIFEST, lambda m: m["directions"][0].update(
+        modes={"faithful": {"up": [1.0, 0.5], "down": [-1.0]}}),
+        r"directions\[0\]\.modes\.faithful\.up must move away from 0 step by step"),
+    "scale sign": (MANIFEST, lambda m: m["directions"][0].update(
+        modes={"faithful": {"up": [1.0], "down": [0.5]}}), r"directions\[0\]\.modes\.faithful\.down\[0\]"),
+    "mirror resynth": (MANIFEST, lambda m: m["directions"][0].update(
+        modes={"resynth": {"up": [1.0], "down": [-1.0], "mirror_down": True}}),
+        r"modes\.resynth\.mirror_down must be true or false \(true only in faithful mode\)"),
 }
 
 
@@ -270,6 +285,23 @@ def test_tampered_bundle_is_refused(tiny, tmp_path, name):
     with pytest.raises(SteerpadError, match=message) as e:
         load_bundle(path)
     assert str(e.value).startswith(f"bundle {path}: ") and "\n" not in str(e.value)
+
+
+def test_knob_scales_and_render_settings_are_read(tiny, tmp_path):
+    path = Path(shutil.copytree(tiny["path"], tmp_path / "bundle"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["render"] = {"default_mode": "resynth", "faithful": {"cut_power": 2.0, "bands": 32}}
+    manifest["directions"][0]["modes"] = {"faithful": {"up": [0.5, 2.0], "down": [-1.0, -4.0],
+                                                       "mirror_down": True, "effect_up_std": 1.1}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    b = load_bundle(path)
+    assert b.default_mode == "resynth" and b.change.cut_power == 2.0 and b.change.bands == 32
+    s = b.directions[0].scale("faithful")
+    assert s.mirror_down and s.alpha(0.25) == pytest.approx(0.25) and s.alpha(1.0) == 2.0
+    assert s.alpha(-0.75) == pytest.approx(-2.5) and s.alpha(0.0) == 0.0 and s.alpha(-3.0) == -4.0
+    linear = b.directions[0].scale("resynth")  # no calibration for the mode: its α range, linearly
+    assert linear.alpha(1.0) == b.directions[0].alpha_max and linear.alpha(-0.5) == pytest.approx(
+        0.5 * b.directions[0].alpha_min)
 
 
 def test_missing_folder_is_refused(tmp_path):

@@ -492,6 +492,9 @@ def test_capture_through_the_ring_arms_by_midi_and_plays(played):
             assert engine.worker.rendered[5][0] is sound
             slot = engine.worker.slots[5]
             assert slot is not None and np.sqrt(np.mean(slot ** 2)) > 1e-3  # it sounds
+            assert sound.faithful  # ... as itself: the take, bit-exact (knobs centred, same rate)
+            take = sound.audio[:, [0, -1]]  # [T, 2]: mono spread to both sides
+            assert slot.shape == take.shape and np.array_equal(slot, take)
             assert 0 < r.end_to_source_ms <= r.end_to_playable_ms < 10_000
             assert "take 1" in status_text(engine)
         finally:

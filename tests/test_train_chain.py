@@ -32,6 +32,42 @@ def test_chain_writes_a_bundle_that_loads_and_plays(chain):
     assert m["probes"]["centroid"]["accuracy/val"] > m["probes"]["centroid"]["chance/val"]
     assert m["probes"]["loudness"]["accuracy/val"] > m["probes"]["loudness"]["chance/val"]
     assert set(m["descriptors"]) >= {"centroid", "loudness"}
+    # each knob calibrated again per render mode, on what a pad plays (steerpad calibrate)
+    assert bundle.default_mode == "faithful" and m["render"]["default_mode"] == "faithful"
+    for d in bundle.directions:
+        for mode in ("faithful", "resynth"):
+            entry = next(e for e in m["directions"] if e["name"] == d.name)["modes"][mode]
+            assert len(entry["up"]) == len(entry["down"]) == 8, (d.name, mode)
+            assert d.scale(mode).alpha(1.0) > 0 > d.scale(mode).alpha(-1.0)
+            assert {"effect_up_std", "effect_down_std", "reached_up", "reached_down"} <= set(entry)
+    report = json.loads((chain / "work" / "eval" / "report.json").read_text())
+    assert report["mode"] == "faithful" and report["fidelity"]["centre_max_abs"] == 0.0
+
+
+def test_calibrate_cli_recalibrates_in_place_and_refuses_bad_input(chain, tmp_path, capsys):
+    import shutil
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(chain / "bundle", bundle_dir)
+    kits = chain / "kits" / "synth_kit_1"
+    before = json.loads((bundle_dir / "manifest.json").read_text())
+    assert main(["calibrate", str(bundle_dir), "--data", str(kits), "--clips", "2",
+                 "--directions", "louder"]) == 0, capsys.readouterr().err
+    after = json.loads((bundle_dir / "manifest.json").read_text())
+    louder = next(e for e in after["directions"] if e["name"] == "louder")
+    assert louder["modes"] != next(e for e in before["directions"] if e["name"] == "louder")["modes"]
+    assert [e for e in after["directions"] if e["name"] == "brighter"] == \
+        [e for e in before["directions"] if e["name"] == "brighter"]  # only the one asked
+    load_bundle(bundle_dir)
+    capsys.readouterr()
+    for args, words in (([str(bundle_dir), "--data", str(tmp_path / "nowhere")], "not a folder"),
+                        ([str(bundle_dir), "--data", str(kits), "--directions", "nope"], "nope"),
+                        ([str(kits), "--data", str(kits)], str(kits)),
+                        ([str(bundle_dir), "--data", str(kits), "--kit-audio", str(tmp_path)],
+                         "--kit-audio")):
+        assert main(["calibrate", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err and "Traceback" not in err, err
 
 
 def test_loudness_knob_steers_held_out_drums(chain):

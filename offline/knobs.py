@@ -261,13 +261,12 @@ def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.nd
             if meta["name"] in kit:
                 meta.update(store_kit_audio(folder, meta["name"], kit[meta["name"]],
                                             manifest["audio"]["sample_rate"]))
+                path = folder / meta["audio"]  # listed and hashed like every file of the bundle
+                manifest["files"][meta["audio"]] = {"sha256": sha256(path), "bytes": path.stat().st_size}
     manifest["render"] = {"default_mode": DEFAULT_MODE, "faithful": ChangeConfig().as_dict()}
     for d in manifest["directions"]:
         if only is None or d["name"] in only:
             d.pop("modes", None)
-    manifest["files"] = {p.relative_to(folder).as_posix(): {"sha256": sha256(p), "bytes": p.stat().st_size}
-                         for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"
-                         and not p.name.startswith(".")}
     write_manifest(folder, manifest)
     bundle = load_bundle(folder)
     kit_clips = [e.audio for e in bundle.kit if e.audio is not None]  # what its pads play, too

@@ -319,7 +319,8 @@ def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict
               *steering_section(reports).splitlines(),
               "## Reproduce", "", "```sh", "./scripts/train_default      # resumable; then:",
               "python -m steerpad.offline.model_report models/default --work runs/default.work",
-              "```", ""]
+              "```", "", "`steerpad train` calibrates the knobs per render mode after export "
+              "(`steerpad calibrate`, offline/knobs.py).", ""]
     return "\n".join(x for x in lines if x is not None) + "\n"
 
 

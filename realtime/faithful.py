@@ -21,10 +21,10 @@ invents its fine structure and its phase, so only its spectral envelope is trust
   decoder's overall level change is taken out before its change is read, and the output is
   scaled back to the source's energy within makeup_db. A level knob (`loudness`) turns that off.
 
-The README ("What a pad plays") gives the measured alternatives and why this one. numpy only
-(the realtime half): a Hann-windowed STFT with 75 % overlap, inverted by weighted overlap-add,
-so a unit gain everywhere gives x back to float precision. Never called from the audio
-callback: the render worker runs it after decode.
+The README ("What a pad plays") gives the measured alternatives and why this one. numpy and
+scipy.fft (the realtime half; float32 transforms): a Hann-windowed STFT with 75 % overlap,
+inverted by weighted overlap-add, so a unit gain everywhere gives x back to float precision.
+Never called from the audio callback: the render worker runs it after decode.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 N_FFT = 1024
 HOP = 256
@@ -91,6 +92,12 @@ def _window() -> np.ndarray:
     return np.hanning(N_FFT + 1)[:N_FFT].astype(np.float32)  # periodic Hann
 
 
+_WINDOW = _window()
+_TAIL = (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, 256))).astype(np.float32)
+"""A changed render ends in this 256-sample raised-cosine fade: the decoder's added energy (a
+level knob at the top, say) can still be loud where the source one-shot is cut off."""
+
+
 def stft(x: np.ndarray) -> np.ndarray:
     """x [C, T] -> complex64 [C, frames, N_FFT/2 + 1]; padded by N_FFT at both ends so every
     sample is covered by a full set of overlapping windows."""
@@ -100,15 +107,15 @@ def stft(x: np.ndarray) -> np.ndarray:
     padded[:, N_FFT:N_FFT + t] = x
     n = (padded.shape[1] - N_FFT) // HOP + 1
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP][:, :n]
-    return np.fft.rfft(frames * _window(), axis=-1)
+    return scipy.fft.rfft(frames * _WINDOW, axis=-1)  # float32 in, complex64 out
 
 
 def istft(spec: np.ndarray, length: int) -> np.ndarray:
     """The inverse of `stft` (weighted overlap-add) -> float32 [C, length]. With HOP = N_FFT / 4,
     frames k, k + 4, k + 8 ... do not overlap: each such set is laid down as one array."""
     c, n, _ = spec.shape
-    w = _window()
-    frames = np.fft.irfft(spec, n=N_FFT, axis=-1).astype(np.float32) * w
+    w = _WINDOW
+    frames = scipy.fft.irfft(spec, n=N_FFT, axis=-1) * w
     step = N_FFT // HOP
     total = (n - 1) * HOP + N_FFT
     out = np.zeros((c, total + N_FFT), np.float32)
@@ -189,7 +196,9 @@ class FaithfulPad:
 
     def _bands(self, spec: np.ndarray) -> np.ndarray:
         """[C, F, K] spectrum -> [F, J] band power (mean over channels), smoothed over frames."""
-        power = (spec.real ** 2 + spec.imag ** 2).mean(axis=0)
+        power = np.square(spec.real).sum(axis=0)
+        power += np.square(spec.imag).sum(axis=0)
+        power *= np.float32(1 / spec.shape[0])
         return _box(power @ self.average, self.config.smooth_frames, 0)
 
     def render(self, steered: np.ndarray | None, mirrored: np.ndarray | None = None,
@@ -233,7 +242,9 @@ class FaithfulPad:
             energy = float(np.sum(out.real ** 2 + out.imag ** 2, dtype=np.float64))
             limit = 10 ** (cfg.makeup_db / 20)
             out *= np.float32(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
-        return istft(out, self.length)
+        y = istft(out, self.length)
+        y[:, -len(_TAIL):] *= _TAIL[-y.shape[1]:]  # added content may still sound where x ends
+        return y
 
     def _ratio(self, bq: np.ndarray, keep_level: bool, louder: bool = True) -> tuple[np.ndarray, float]:
         """Band power ratio steered / plain (both floored), after taking out the overall level

@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from steerpad.realtime.faithful import MODES
+
 LIT_S = 0.15
 """How long a pad stays lit after a hit."""
 CAPTURE_MARKS = {"armed": ("R", "bold red"), "recording": ("●", "bold white on red"),
@@ -62,9 +64,10 @@ class StatusView:
             pads.add_row(*row)
 
         knobs = Table(box=None, show_header=True, header_style="bold")
-        for col in ("knob", "direction", "position", "alpha"):
+        mode = e.preset.pad_mode(None, e.bundle.default_mode)  # the preset's render mode
+        for col in ("knob", "direction", "position", f"alpha ({mode})"):
             knobs.add_column(col)
-        alpha = e.alpha()
+        alpha = e.alpha()[MODES.index(mode)]  # each mode has its own knob scales
         names = e.bundle.direction_names()
         for i, (k, pos) in enumerate(zip(e.preset.knobs, e.knobs)):
             bar = "█" * int(round(pos * 20))

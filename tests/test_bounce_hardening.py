@@ -105,12 +105,21 @@ def nan_bundle(folder: Path) -> Path:
     return copy
 
 
-def test_a_decoder_that_outputs_nan_fails_the_render(tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["resynth", "faithful"])
+def test_a_decoder_that_outputs_nan_fails_the_render(tmp_path, capsys, mode):
+    """In resynth mode a pad plays the decoder's output; in faithful mode it plays its source
+    while the knobs are centred (no decoder at all), so there the performance turns a knob first."""
     bad = nan_bundle(tmp_path)
     mid = write_mid(tmp_path / "perf.mid", [0.0, 0.5])
+    if mode == "faithful":
+        perf = mido.MidiFile(mid)
+        perf.tracks[0].insert(0, mido.Message("control_change", channel=0, control=70, value=127, time=0))
+        perf.save(mid)
+    preset = tmp_path / "preset.toml"
+    preset.write_text(f'mode = "{mode}"\n' + PRESET.read_text())
     out = tmp_path / "out"
     out.mkdir()
-    rc = main(["render", str(mid), "--bundle", str(bad), "--preset", str(PRESET),
+    rc = main(["render", str(mid), "--bundle", str(bad), "--preset", str(preset),
                "--out", str(out / "perf.wav"), "--features", str(out / "perf.jsonl")])
     err = one_line_error(capsys)
     assert rc == 1, err  # a runtime failure, not bad input

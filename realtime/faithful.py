@@ -94,8 +94,9 @@ def _window() -> np.ndarray:
 
 _WINDOW = _window()
 _TAIL = (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, 256))).astype(np.float32)
-"""A changed render ends in this 256-sample raised-cosine fade: the decoder's added energy (a
-level knob at the top, say) can still be loud where the source one-shot is cut off."""
+"""A changed render's last 256 samples cross-fade (raised cosine) from the change to the source
+itself: the decoder's added energy (a level knob at the top, say) can still be loud where the
+source one-shot is cut off, and the source ends as it ends."""
 
 
 def stft(x: np.ndarray) -> np.ndarray:
@@ -243,7 +244,10 @@ class FaithfulPad:
             limit = 10 ** (cfg.makeup_db / 20)
             out *= np.float32(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
         y = istft(out, self.length)
-        y[:, -len(_TAIL):] *= _TAIL[-y.shape[1]:]  # added content may still sound where x ends
+        end = y[:, -len(_TAIL):]  # the change fades out into the source's own last samples:
+        end -= self.source[:, -len(_TAIL):]  # added content may still sound where x is cut off
+        end *= _TAIL[-y.shape[1]:]
+        end += self.source[:, -len(_TAIL):]
         return y
 
     def _ratio(self, bq: np.ndarray, keep_level: bool, louder: bool = True) -> tuple[np.ndarray, float]:

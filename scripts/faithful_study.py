@@ -167,8 +167,9 @@ def calibrate(args, bundle, clips, latents, modes) -> int:
                     eff, lev = [], []
                     for c, z in enumerate(latents):
                         q = bundle.decode(bundle.steer(z, alpha))[0]
-                        y = q if pads[c] is None else pads[c].render(
-                            q, keep_level=None if d.descriptor != "loudness" else False, mirror=mirror)
+                        keep = None if d.descriptor != "loudness" else False
+                        y = q if pads[c] is None else pads[c].render(None, mirrored=q) if mirror \
+                            else pads[c].render(q, keep_level=keep)
                         vals, _ = clip_means(y, sr, hop, refs[c][1])
                         sign = 1 if side == "up" else -1
                         eff.append(sign * (vals[j] - refs[c][0][j]) / stds[d.descriptor])

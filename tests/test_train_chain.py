@@ -85,18 +85,25 @@ def test_loudness_knob_steers_held_out_drums(chain):
     assert (chain / "work" / "eval" / "drift.png").stat().st_size > 1000
 
 
-def test_brightness_knob_steers_held_out_drums(chain):
-    """The brighter knob moves the decoded spectral centroid of kits held out of everything,
-    up when turned up and down when turned down. Measured: rho median 1.0 and every clip
-    monotonic, effect +0.99 std at full knob and -1.0 at the bottom (the calibration's target
-    is 1 std), drift 0.53."""
-    report = json.loads((chain / "work" / "eval" / "report.json").read_text())
+def test_brightness_knob_steers_held_out_drums(chain, tmp_path):
+    """The brighter knob moves the spectral centroid of kits held out of everything, up when
+    turned up and down when turned down. In resynthesis (the decoder's output), measured: rho
+    median 1.0 and every clip monotonic, effect +0.98 std at full knob and -1.0 at the bottom
+    (the calibration's target is 1 std), drift 0.53. In faithful mode (train's own eval) the
+    synthetic held-out hits get darker (-0.90) far more than brighter (+0.14): the fixture VAE
+    adds little to them that their own noise does not already have."""
+    from steerpad.offline.evaluate import evaluate_bundle
+
+    report = evaluate_bundle(chain / "bundle", [chain / "kits" / k for k in VAL_KITS], tmp_path, max_clips=8,
+                             points=2, log=lambda s: None, only=["brighter"], mode="resynth")
     r = report["directions"]["brighter"]
     assert r["descriptor"] == "centroid" and r["clips"] >= 6
     assert r["spearman_median"] > 0.8, r
     assert r["monotonic_fraction"] >= 0.75, r
     assert r["effect_size"] > 0.5 and r["effect_size_min"] < -0.5, r
     assert r["drift"] < 1.5, r  # it moves the centroid more than the other descriptors
+    faithful = json.loads((chain / "work" / "eval" / "report.json").read_text())["directions"]["brighter"]
+    assert faithful["effect_size"] > 0.05 and faithful["effect_size_min"] < -0.5, faithful
 
 
 def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):

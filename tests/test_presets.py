@@ -101,6 +101,7 @@ def test_example_preset_loads_and_fits_the_bundle_it_documents():
     assert p.pads[3].choke == p.pads[4].choke == "hats"
     assert p.knobs[5].initial == 0.0  # range [0, 1] starts untouched
     assert set(p.snapshots) == {0, 1, 2}
+    assert p.mode == "faithful" and p.pad_mode(p.pads[2], "faithful") == "resynth"  # the clap
     check_preset(p, EXAMPLE_DIRECTIONS, EXAMPLE_KIT)
     assert "kit:rim" in error(check_preset, p, EXAMPLE_DIRECTIONS, EXAMPLE_KIT[:-1])
 

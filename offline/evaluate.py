@@ -130,18 +130,24 @@ def effect_bound_min(descriptor: str, clips: list[np.ndarray], sample_rate: int,
     return float(np.mean(out))
 
 
-def fidelity(source: np.ndarray, output: np.ndarray, sample_rate: int) -> tuple[float, float]:
-    """(onset-envelope correlation, mel-spectrogram L1 in dB) of output against source [C, T]
-    (channel means; mel power in dB re. the source's peak, floored 80 dB below it)."""
+def fidelity_features(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Onset envelope and mel power spectrogram of audio [C, T] (channel mean)."""
     import librosa
 
-    x, y = source.mean(axis=0), output.mean(axis=0)
-    ox = librosa.onset.onset_strength(y=x, sr=sample_rate, hop_length=512)
-    oy = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=512)
+    mono = audio.mean(axis=0)
+    return (librosa.onset.onset_strength(y=mono, sr=sample_rate, hop_length=512),
+            librosa.feature.melspectrogram(y=mono, sr=sample_rate, n_fft=2048, hop_length=512, n_mels=64))
+
+
+def fidelity(source: tuple[np.ndarray, np.ndarray], output: np.ndarray, sample_rate: int
+             ) -> tuple[float, float]:
+    """(onset-envelope correlation, mel-spectrogram L1 in dB) of output [C, T] against the
+    source's fidelity_features (mel power in dB re. the source's peak, floored 80 dB below it)."""
+    import librosa
+
+    (ox, mx), (oy, my) = source, fidelity_features(output, sample_rate)
     r = float(np.corrcoef(ox, oy)[0, 1]) if ox.std() > 1e-9 and oy.std() > 1e-9 else \
         float(np.allclose(ox, oy))
-    mx = librosa.feature.melspectrogram(y=x, sr=sample_rate, n_fft=2048, hop_length=512, n_mels=64)
-    my = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=2048, hop_length=512, n_mels=64)
     ref = max(float(mx.max()), 1e-20)
     dx = librosa.power_to_db(mx, ref=ref, top_db=None).clip(-80, None)
     dy = librosa.power_to_db(my, ref=ref, top_db=None).clip(-80, None)
@@ -156,7 +162,7 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
     path, at the bundle's rate); write report.json + PNGs."""
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.faithful import MODES
-    from steerpad.realtime.renderer import PadSound, RenderWorker, _Prepared
+    from steerpad.realtime.renderer import Prepared, RenderWorker, clip_sound
 
     t0 = time.perf_counter()
     claim_output(out, "run:eval", inputs=[bundle_path, *data], resume=True)
@@ -175,15 +181,15 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
         raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle_path} "
                             f"(it has {', '.join(names)})")
     worker = RenderWorker(bundle, [], out_rate=sr, analyse=False)
-    sounds = [_Prepared(PadSound(bundle.encode(audio)[0], np.ascontiguousarray(audio.T), sr, mode))
-              for _, audio in clips]
+    sounds = [clip_sound(bundle, audio, mode) for _, audio in clips]
 
-    def render(sound: _Prepared, alpha: np.ndarray) -> np.ndarray:  # what the pad plays, [C, T]
+    def render(sound: Prepared, alpha: np.ndarray) -> np.ndarray:  # what the pad plays, [C, T]
         return worker.render(sound, alpha)[0].T[:channels]
 
-    def plain(sound: _Prepared) -> np.ndarray:
+    def plain(sound: Prepared) -> np.ndarray:
         return bundle.decode(sound.sound.latents[None])[0]
 
+    source_features = [fidelity_features(audio, sr) for _, audio in clips]  # once per clip
     zero = np.zeros(k, np.float32)
     centre = max(float(np.abs(render(s, zero) - audio).max()) for s, (_, audio) in zip(sounds, clips))
     report: dict = {"bundle": str(bundle_path), "provider": bundle.provider, "mode": mode,
@@ -207,8 +213,8 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
         for u in (-0.25, 0.25):  # fidelity a quarter of the way, each side
             alpha = zero.copy()
             alpha[i] = scale.alpha(u)
-            for s, (_, audio) in zip(sounds, clips):
-                onset_r, mel_db = fidelity(audio, render(s, alpha), sr)
+            for s, features in zip(sounds, source_features):
+                onset_r, mel_db = fidelity(features, render(s, alpha), sr)
                 onsets.append(onset_r)
                 mels.append(mel_db)
         log(f"eval {mode} {d.name:<10} ({d.descriptor}): "

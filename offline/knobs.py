@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +76,7 @@ class Measure:
 
     def __init__(self, bundle, clips: list[np.ndarray]):
         from steerpad.offline.steer_eval import clip_means
-        from steerpad.realtime.renderer import PadSound, RenderWorker, _Prepared
+        from steerpad.realtime.renderer import RenderWorker, clip_sound
 
         self.bundle = bundle
         self.clip_means = clip_means
@@ -90,8 +88,7 @@ class Measure:
         from steerpad.realtime.faithful import MODES
 
         for mode in MODES:
-            preps = [_Prepared(PadSound(bundle.encode(x)[0], np.ascontiguousarray(x.T), bundle.sample_rate,
-                                        mode)) for x in clips]
+            preps = [clip_sound(bundle, x, mode) for x in clips]
             self.prepared[mode] = preps
             self.bases[mode] = []
             for p in preps:
@@ -236,15 +233,9 @@ def kit_audio(bundle, root: Path) -> dict[str, np.ndarray]:
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Replace folder/manifest.json atomically (a reader sees the old one or the new one)."""
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, folder / "manifest.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from steerpad.realtime.outputs import write_text_atomic
+
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, allow_nan=False) + "\n")
 
 
 def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.ndarray] | None = None,

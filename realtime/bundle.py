@@ -119,9 +119,14 @@ class Direction:
     alpha_max: float
     polarity: int
     scales: dict[str, KnobScale] = field(default_factory=dict, compare=False, hash=False)
+    _linear: KnobScale = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_linear", KnobScale((self.alpha_max,), (self.alpha_min,)))
 
     def scale(self, mode: str) -> KnobScale:
-        return self.scales.get(mode) or KnobScale((self.alpha_max,), (self.alpha_min,))
+        """The knob scale of render `mode` (a dictionary lookup: no allocation)."""
+        return self.scales.get(mode, self._linear)
 
 
 @dataclass(frozen=True, eq=False)

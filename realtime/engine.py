@@ -182,6 +182,9 @@ class Engine:
         """Mix the live input into the output (before the master bus)."""
         self.capture = None
         """A Capture (capture.py) or None: sees every event first, to catch its arm presses."""
+        self._knob_scales = [(i, tuple(self.bundle.directions[i].scale(m) for m in MODES))
+                             for i in (self._dir_index[k.direction] for k in self.preset.knobs)]
+        """Per preset knob: its direction's index and knob scale per render mode (looked up once)."""
         self.worker.set_alpha(self.alpha())
 
     # ------------------------------------------------------------ lifecycle
@@ -209,11 +212,10 @@ class Engine:
         """The alpha vectors for the current knob positions: [MODES, K], one row per render mode
         (each mode has its own calibrated knob scales), bundle direction order."""
         a = np.zeros((len(MODES), len(self._dir_index)), np.float32)
-        for knob, pos in zip(self.preset.knobs, self.knobs):
-            k = self._dir_index[knob.direction]
-            u, d = knob.share(pos), self.bundle.directions[k]
-            for m, mode in enumerate(MODES):
-                a[m, k] += d.scale(mode).alpha(u)
+        for knob, pos, (k, scales) in zip(self.preset.knobs, self.knobs, self._knob_scales):
+            u = knob.share(pos)
+            for m, scale in enumerate(scales):
+                a[m, k] += scale.alpha(u)
         return a
 
     def handle(self, event: Event, offset: int = 0) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+import scipy.ndimage
 
 N_FFT = 1024
 HOP = 256
@@ -130,18 +131,6 @@ def istft(spec: np.ndarray, length: int) -> np.ndarray:
     return out[:, N_FFT:N_FFT + length].astype(np.float32)
 
 
-def _box(a: np.ndarray, half: int, axis: int) -> np.ndarray:
-    """Moving average over +-half along `axis` (shorter windows at the edges)."""
-    if half <= 0:
-        return a
-    a = np.moveaxis(a, axis, -1)
-    n, k = a.shape[-1], 2 * half + 1
-    csum = np.zeros(a.shape[:-1] + (n + 2 * half + 1,), np.float32)
-    np.cumsum(np.pad(a, [(0, 0)] * (a.ndim - 1) + [(half, half)]), axis=-1, out=csum[..., 1:])
-    counts = np.convolve(np.ones(n, np.float32), np.ones(k, np.float32), mode="same")
-    return np.moveaxis((csum[..., k:] - csum[..., :n]) / counts, -1, axis)
-
-
 def band_hats(bands: int, n_bins: int = N_FFT // 2 + 1) -> np.ndarray:
     """[n_bins, J] hat functions on log-spaced centre bins (J <= bands: centres closer than one
     bin merge, so the bottom of the spectrum keeps single-bin resolution). Each bin's weights sum
@@ -200,7 +189,11 @@ class FaithfulPad:
         power = np.square(spec.real).sum(axis=0)
         power += np.square(spec.imag).sum(axis=0)
         power *= np.float32(1 / spec.shape[0])
-        return _box(power @ self.average, self.config.smooth_frames, 0)
+        bands = power @ self.average
+        if self.config.smooth_frames <= 0:
+            return bands
+        size = 2 * self.config.smooth_frames + 1  # a moving average over +-smooth_frames frames
+        return scipy.ndimage.uniform_filter1d(bands, size, axis=0, mode="nearest")
 
     def render(self, steered: np.ndarray | None, mirrored: np.ndarray | None = None,
                lowered: np.ndarray | None = None, keep_level: bool | None = None) -> np.ndarray:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -195,6 +196,21 @@ def make_parent(out: Path, option: str = "--out") -> None:
                             "writable place") from None
     if not parent.is_dir():
         raise SteerpadError(f"{option} {out}: {parent} is not a folder; choose a path in a folder")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically: written to a new temporary file beside it (never an
+    existing file), then renamed over it, so a reader sees the old file or the new one. On any
+    failure the temporary file, ours and just made, is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def mark_run(folder: str | Path, stage: str) -> None:

@@ -18,7 +18,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -31,6 +30,7 @@ except ModuleNotFoundError:  # Python 3.10
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
 from steerpad.realtime.faithful import MODES
+from steerpad.realtime.outputs import write_text_atomic
 
 KnobMode = Literal["absolute", "relative_binary_offset", "relative_twos_complement", "relative_signed_bit"]
 KNOB_MODES: tuple[str, ...] = get_args(KnobMode)
@@ -385,14 +385,7 @@ def write_controller(cmap: ControllerMap, path: str | Path) -> None:
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)  # ours, just made: never left behind
-        raise
+    write_text_atomic(path, "\n".join(lines))
 
 
 def controller_ids() -> list[str]:

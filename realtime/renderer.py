@@ -90,14 +90,23 @@ class PadSound:
 
 
 @dataclass(eq=False)
-class _Prepared:
-    """The worker's per-sound cache (worker thread only): the centre render and the change's
-    fixed part, made on the first render of a sound."""
+class Prepared:
+    """A sound's render cache: the centre render and the change's fixed part, made on its first
+    render (the worker keeps one per pad, in its own thread; eval and calibration keep one per
+    clip they render many times)."""
 
     sound: PadSound
     centre: np.ndarray | None = None
     """[T, 2] float32 at out_rate: the source as it plays with the knobs centred."""
     change: FaithfulPad | None = None
+
+
+def clip_sound(bundle: Bundle, audio: np.ndarray, mode: str) -> Prepared:
+    """A one-shot [C, T] at the bundle's rate as a pad plays it in `mode` (its latents through
+    the bundle's encoder), ready to render many times: eval and calibration measure this way."""
+    audio = np.ascontiguousarray(audio, np.float32)
+    latents = bundle.encode(audio)[0]
+    return Prepared(PadSound(latents, np.ascontiguousarray(audio.T), bundle.sample_rate, mode))
 
 
 @dataclass
@@ -147,7 +156,7 @@ class RenderWorker:
         self.history: deque[tuple[int, float, float]] = deque(maxlen=512)
         """(pad, compute ms, latency ms) of recent renders."""
         self._alpha = np.zeros((len(MODES), len(bundle.directions)), np.float32)
-        self._prepared: list[_Prepared | None] = [None] * n
+        self._prepared: list[Prepared | None] = [None] * n
         self._level = np.array([d.descriptor == "loudness" for d in bundle.directions], bool)
         """The level knobs: while one is moved, the faithful change keeps the decoder's level."""
         self.mirror_down = np.array([d.scale("faithful").mirror_down for d in bundle.directions], bool)
@@ -274,7 +283,7 @@ class RenderWorker:
         try:
             prepared = self._prepared[pad]
             if prepared is None or prepared.sound is not sound:
-                prepared = self._prepared[pad] = _Prepared(sound)
+                prepared = self._prepared[pad] = Prepared(sound)
             audio, steered = self.render(prepared, alpha[MODES.index(sound.mode)])
         except Exception as e:  # noqa: BLE001 - a bad render must never stop the instrument
             error = f"pad {pad + 1}: render failed ({type(e).__name__}: {e})"
@@ -303,12 +312,12 @@ class RenderWorker:
             self._cond.notify_all()
         return error
 
-    def render(self, prepared: _Prepared | PadSound, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, prepared: Prepared | PadSound, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One pad's sound for alpha [K] in its mode: [T, 2] float32 C-contiguous at out_rate, and
         the steered latents [1, D, N] it was made from. `prepared` caches the sound's fixed parts
         between calls (a bare PadSound renders without a cache)."""
         if isinstance(prepared, PadSound):
-            prepared = _Prepared(prepared)
+            prepared = Prepared(prepared)
         sound = prepared.sound
         if not sound.faithful:
             steered = self.bundle.steer(sound.latents, alpha)

@@ -115,10 +115,9 @@ def worker():
 
 
 def _pad(worker, audio: np.ndarray, mode: str = "faithful"):
-    from steerpad.realtime.renderer import PadSound, _Prepared
+    from steerpad.realtime.renderer import clip_sound
 
-    b = worker.bundle
-    return _Prepared(PadSound(b.encode(audio)[0], np.ascontiguousarray(audio.T), b.sample_rate, mode))
+    return clip_sound(worker.bundle, audio, mode)
 
 
 def _alpha(worker, name: str, u: float, mode: str = "faithful") -> np.ndarray:

@@ -19,7 +19,10 @@ invents its fine structure and its phase, so only its spectral envelope is trust
   (offline/knobs.py; KnobScale.mirror_down);
 - **level**: a timbre knob reshapes, it does not make louder or quieter (keep_level): the
   decoder's overall level change is taken out before its change is read, and the output is
-  scaled back to the source's energy within makeup_db. A level knob (`loudness`) turns that off.
+  scaled back to the source's energy within makeup_db. A level knob (`loudness`) is the
+  opposite: only its level change is applied, a gain per STFT frame (the decoder's frame energy
+  against the plain decode's, within level_db), so it moves loudness and the envelope and leaves
+  the spectrum alone (its spectral side effects were most of its drift: 0.60 -> see README).
 
 The README ("What a pad plays") gives the measured alternatives and why this one. numpy and
 scipy.fft (the realtime half; float32 transforms): a Hann-windowed STFT with 75 % overlap,
@@ -68,16 +71,19 @@ class ChangeConfig:
     makeup_db: float = 12.0
     """With keep_level, the output is scaled back to the source's energy by at most this much
     either way (a cut that removes most of a one-shot leaves at most this much makeup gain)."""
+    level_db: float = 24.0
+    """A level knob's per-frame gain stays within +-this many dB."""
     keep_level: bool = True
     """A timbre knob reshapes the spectrum and the envelope but not the loudness: the decoder's
     overall level change (its total energy over the clip) is taken out before its change is
-    read, and the output is scaled back to the source's energy (within makeup_db). The engine
-    turns it off while a level knob (descriptor `loudness`) is moved."""
+    read, and the output is scaled back to the source's energy (within makeup_db). A level knob
+    (descriptor `loudness`) is applied after it, as a gain (`render(level=...)`)."""
 
     LIMITS = {"cut_power": (0.0, 8.0, False), "add_gain": (0.0, 4.0, False),
               "mirror_power": (0.0, 8.0, False),
               "boost_db": (0.0, 40.0, False),
               "floor_db": (-160.0, 0.0, False), "makeup_db": (0.0, 40.0, False),
+              "level_db": (0.0, 60.0, False),
               "bands": (4, N_FFT // 2 + 1, True),
               "smooth_frames": (0, 16, True)}
     """manifest.json render.faithful: each field's range, and whether it is a whole number."""
@@ -85,7 +91,7 @@ class ChangeConfig:
     def as_dict(self) -> dict:
         return {"cut_power": self.cut_power, "add_gain": self.add_gain, "boost_db": self.boost_db,
                 "mirror_power": self.mirror_power,
-                "floor_db": self.floor_db, "makeup_db": self.makeup_db,
+                "floor_db": self.floor_db, "makeup_db": self.makeup_db, "level_db": self.level_db,
                 "bands": self.bands, "smooth_frames": self.smooth_frames}
 
 
@@ -196,16 +202,20 @@ class FaithfulPad:
         return scipy.ndimage.uniform_filter1d(bands, size, axis=0, mode="nearest")
 
     def render(self, steered: np.ndarray | None, mirrored: np.ndarray | None = None,
-               lowered: np.ndarray | None = None, keep_level: bool | None = None) -> np.ndarray:
-        """The source reshaped -> [C, T], by up to three decoder changes from the plain decode
+               lowered: np.ndarray | None = None, keep_level: bool | None = None,
+               level: np.ndarray | None = None, level_up: bool = True) -> np.ndarray:
+        """The source reshaped -> [C, T], by up to four decoder changes from the plain decode
         (each None when there is none):
 
         - `steered`: the change to it, both ways: cut where it has less energy, the decoder's
-          added energy where it has more (a knob's right half; a level knob both ways);
+          added energy where it has more (a timbre knob's right half);
         - `lowered`: the change to it, cut-only (a timbre knob's own left half: turning it left
           only ever removes);
         - `mirrored`: the inverse of the change to it, cut-only (a timbre knob's left half that
-          mirrors its right half, decoded at +|α|: KnobScale.mirror_down).
+          mirrors its right half, decoded at +|α|: KnobScale.mirror_down);
+        - `level`: its level change alone, one gain per STFT frame (a level knob, both ways),
+          each frame's gain only the knob's way (`level_up`: up, else down; a decoder that grows
+          a frame the other way leaves it as it is).
 
         `keep_level` overrides the config's for `steered` and `lowered`."""
         cfg = self.config
@@ -214,14 +224,14 @@ class FaithfulPad:
         y = None
         if steered is not None:
             Q = stft(self._fit(steered))
-            ratio, level = self._ratio(self._bands(Q), keep)
+            ratio, overall = self._ratio(self._bands(Q), keep)
             gain *= np.minimum(ratio, 1.0) ** (0.5 * cfg.cut_power)
             if cfg.add_gain > 0:  # the decoder's added band power: the source's own first, then Q's
                 added = cfg.add_gain ** 2 * np.maximum(ratio - 1.0, 0.0) * self.bp
                 boost = np.minimum(1.0 + added / self.bs, 10 ** (cfg.boost_db / 10))
                 gain *= np.sqrt(boost)
                 rest = np.maximum(added - (boost - 1.0) * self.bs, 0.0)
-                Q *= np.float32(1 / np.sqrt(level))
+                Q *= np.float32(1 / np.sqrt(overall))
                 y = Q * (np.sqrt(rest / (ratio * self.bp)).astype(np.float32) @ self.hats_t)
         if lowered is not None:  # a decoder that got louder overall (a hum) changes nothing here
             ratio, _ = self._ratio(self._bands(stft(self._fit(lowered))), keep, louder=False)
@@ -236,6 +246,13 @@ class FaithfulPad:
             energy = float(np.sum(out.real ** 2 + out.imag ** 2, dtype=np.float64))
             limit = 10 ** (cfg.makeup_db / 20)
             out *= np.float32(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
+        if level is not None:  # frame energy ratio (both floored), as a gain on every bin
+            frames = np.maximum(self._bands(stft(self._fit(level))), self.floor).sum(axis=1)
+            plain = self.bp.sum(axis=1)
+            limit = 10 ** (cfg.level_db / 10)  # the knob's way only: a hum the decoder grows in
+            g = np.clip(frames / plain, 1.0, limit) if level_up else \
+                np.clip(frames / plain, 1 / limit, 1.0)  # a quiet tail of a quieter hit stays out
+            out *= np.sqrt(g).astype(np.float32)[None, :, None]
         y = istft(out, self.length)
         end = y[:, -len(_TAIL):]  # the change fades out into the source's own last samples:
         end -= self.source[:, -len(_TAIL):]  # added content may still sound where x is cut off

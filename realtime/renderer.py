@@ -329,19 +329,21 @@ class RenderWorker:
         if prepared.change is None:
             prepared.change = FaithfulPad(self._at_bundle_rate(sound),
                                           self.bundle.decode(sound.latents)[0], self.bundle.change)
-        # Three parts, each decoded once (batched): what raises (right halves, level knobs both
-        # ways: cut + add), a timbre knob's own left half (cut-only), and a left half that mirrors
-        # its right half (decoded at +|α|, inverted, cut-only). See FaithfulPad.render.
-        down = (alpha < 0) & ~self._level
+        # Up to four parts, each decoded once (batched): what raises (timbre right halves: cut +
+        # add), a timbre knob's own left half (cut-only), a left half that mirrors its right half
+        # (decoded at +|α|, inverted, cut-only), and the level knobs (their level change only).
+        # See FaithfulPad.render.
+        timbre = np.where(self._level, 0.0, alpha)
+        down = timbre < 0
         mirror = down & self.mirror_down
-        parts = (np.where(down, 0.0, alpha), np.where(mirror, -alpha, 0.0),
-                 np.where(down & ~mirror, alpha, 0.0))
+        parts = (np.where(down, 0.0, timbre), np.where(mirror, -timbre, 0.0),
+                 np.where(down & ~mirror, timbre, 0.0), np.where(self._level, alpha, 0.0))
         steered = [self.bundle.steer(sound.latents, a.astype(np.float32)) if a.any() else None for a in parts]
         present = [s for s in steered if s is not None]
         decoded = iter(self.bundle.decode(np.concatenate(present)))
-        raised, mirrored, lowered = (next(decoded) if s is not None else None for s in steered)
-        y = prepared.change.render(raised, mirrored, lowered,
-                                   keep_level=False if alpha[self._level].any() else None)
+        raised, mirrored, lowered, level = (next(decoded) if s is not None else None for s in steered)
+        y = prepared.change.render(raised, mirrored, lowered, level=level,
+                                   level_up=bool(alpha[self._level].sum() >= 0))
         return self._to_device(y, self.bundle.sample_rate), present[0]
 
     def _at_bundle_rate(self, sound: PadSound) -> np.ndarray:

@@ -88,6 +88,22 @@ def test_a_boost_adds_what_the_source_lacks():
         _band_db(x, 5000, 20000) + 1  # without the added path a gain cannot create it
 
 
+def test_a_level_change_is_a_gain_per_frame_and_leaves_the_spectrum_alone():
+    x, p = _noise(11), _noise(12)
+    ramp = np.linspace(1.0, 4.0, p.shape[1], dtype=np.float32)  # the decode swells to +12 dB
+    q = _lowpass(p, 3000) * ramp  # ... and loses its highs: a level change is not a timbre change
+    y = FaithfulPad(x, p).render(None, level=q)
+    n = SR // 4
+    head, tail = y[:, :n], y[:, -n:]
+    for lo, hi in ((100, 1000), (6000, 20000)):  # every band follows the swell, highs included
+        assert _band_db(head, lo, hi) - _band_db(x[:, :n], lo, hi) < 3.0
+        assert _band_db(tail, lo, hi) - _band_db(x[:, -n:], lo, hi) > 9.0
+    spec = lambda a: _band_db(a, 6000, 20000) - _band_db(a, 100, 1000)  # noqa: E731
+    assert abs(spec(y) - spec(x)) < 1.0
+    limit = FaithfulPad(x, p, ChangeConfig(level_db=6.0)).render(None, level=q)
+    assert _band_db(limit[:, -n:], 20, 20000) - _band_db(x[:, -n:], 20, 20000) < 6.5  # within level_db
+
+
 def test_a_tonal_source_keeps_its_partials_under_a_gentle_change():
     t = np.arange(SR) / SR
     env = np.exp(-t / 0.4)
@@ -173,6 +189,31 @@ def test_a_sweep_moves_its_descriptor_on_both_sides_within_the_level_bound(worke
         changes.append(values)
     far_left, left, right, far_right = np.mean(changes, axis=0)
     assert far_left < left < 0 < right < far_right, (name, far_left, left, right, far_right)
+
+
+def test_the_level_knob_moves_loudness_and_not_the_spectrum(worker):
+    """`louder` applies the decoder's level change alone: no kit one-shot moves the wrong way,
+    the median moves by 3 dB or more each way, and the band balance stays put (within 0.01 in the
+    median one-shot, 0.1 in any: a 0.14 s shaker's last 256 samples fade back to the source)."""
+    from steerpad.offline.knobs import level_db
+    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
+
+    b = worker.bundle
+    bands = [DESC_NAMES.index(n) for n in DESC_NAMES if n.startswith("band_")]
+    moved, shifts = [], []
+    for e in b.kit:
+        pad = _pad(worker, e.audio)
+        ref, mask = clip_means(e.audio, b.sample_rate, b.hop, None)
+        down, up = (worker.render(pad, _alpha(worker, "louder", u))[0].T[:e.audio.shape[0]]
+                    for u in (-1.0, 1.0))
+        moved.append((level_db(e.audio) - level_db(down), level_db(up) - level_db(e.audio)))
+        assert min(moved[-1]) >= 0.0, (e.name, moved[-1])
+        for y in (down, up):
+            shares = clip_means(y, b.sample_rate, b.hop, mask)[0][bands]
+            shifts.append(float(np.abs(shares - ref[bands]).max()))
+            assert shifts[-1] < 0.1, (e.name, shares, ref[bands])
+    assert np.median(moved, axis=0).min() > 3.0, moved
+    assert np.median(shifts) < 0.01, shifts
 
 
 @pytest.mark.parametrize("name", ["brighter", "boomier", "crisper", "airier", "noisier", "warmer",

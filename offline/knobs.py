@@ -63,6 +63,9 @@ its best: the last few percent are not worth pushing α further out, where respo
 and some one-shots start to turn back."""
 TURN_BACK_STD = 0.1
 """A side stops where its response falls this far below its best so far."""
+REFINE = 2
+"""Where a side stops at a bound, the grid step before it is halved (geometrically) this many
+times: the side ends within 2 ** (1 / 2 ** REFINE) (19 %) of where the bound lies."""
 LEVEL_DESCRIPTOR = "loudness"
 
 
@@ -123,24 +126,40 @@ def walk_side(measure: Measure, mode: str, direction: int, side: str, mirror: bo
     span = GRID_SPAN * (d.alpha_max if side == "up" else 2 * d.alpha_max if mirror else -d.alpha_min)
     timbre = d.descriptor != LEVEL_DESCRIPTOR
     alphas, effects, medians, levels = [0.0], [0.0], [0.0], [0.0]
-    stop = "grid end"
-    for mag in span / 2.0 ** np.arange(GRID_POINTS - 1, -1, -1):
-        change, level = measure(mode, direction, sign * float(mag), mirror)
+
+    def step(mag: float) -> str | None:
+        """Measure at `mag`; keep it unless it breaks a bound ("level bound" / "turned back");
+        "reached" where it reaches TARGET_STD."""
+        change, level = measure(mode, direction, sign * mag, mirror)
         effect = float(sign * change.mean())
         if timbre and np.abs(level).max() > LEVEL_BOUND_DB:
-            stop = "level bound"
-            break
+            return "level bound"
         score = 0.5 * (effect + sign * float(np.median(change)))
         if score < max(0.5 * (e + m) for e, m in zip(effects, medians)) - TURN_BACK_STD:
-            stop = "turned back"
-            break
-        alphas.append(sign * float(mag))
+            return "turned back"
+        alphas.append(sign * mag)
         effects.append(effect)
         medians.append(float(sign * np.median(change)))
         levels.append(float(np.median(level)))
-        if effect >= TARGET_STD:
-            stop = "reached"
+        return "reached" if effect >= TARGET_STD else None
+
+    stop = "grid end"
+    for mag in span / 2.0 ** np.arange(GRID_POINTS - 1, -1, -1):
+        stop = step(float(mag)) or "grid end"
+        if stop != "grid end":
             break
+    if stop in ("level bound", "turned back") and len(alphas) > 1:
+        # the bound lies between the last point kept and the one refused (a factor 2 apart):
+        # close in on it geometrically, REFINE times, so the side ends as far out as it may
+        last, factor = abs(alphas[-1]), 2.0
+        for _ in range(REFINE):
+            factor = np.sqrt(factor)
+            result = step(float(last * factor))
+            if result in (None, "reached"):  # kept: the bound lies further out still
+                last = abs(alphas[-1])
+            if result == "reached":
+                stop = "reached"
+                break
     return {"alphas": alphas, "effects": effects, "medians": medians, "levels": levels, "stop": stop,
             "mirror": mirror}
 
@@ -159,7 +178,13 @@ def knots(walk: dict) -> tuple[list[float], float, float]:
     a, e = a[:best + 1], np.maximum.accumulate(median if median[-1] >= 0.5 * e[best] else e[:best + 1])
     e = e + np.arange(len(e)) * 1e-9  # strictly rising for the inversion
     targets = e[-1] * np.arange(1, KNOTS + 1) / KNOTS
-    out = np.interp(targets, e, np.abs(a)) * np.sign(a[-1])
+    # the response is read between grid points in log |α| (the grid is geometric, and responses
+    # saturate: linear in α, a knot would land too far out and the outer steps go flat); from
+    # 0 to the first point it is linear
+    mag = np.abs(a)
+    first = np.interp(targets, e[:2], mag[:2])
+    outer = np.exp(np.interp(targets, e[1:], np.log(np.maximum(mag[1:], 1e-12))))
+    out = np.where(targets <= e[1], first, outer) * np.sign(a[-1])
     return [float(v) for v in out], float(walk["effects"][best]), float(walk["levels"][best])
 
 

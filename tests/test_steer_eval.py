@@ -67,3 +67,37 @@ def test_report_measures_monotonicity_effect_and_drift():
 def test_spearman_handles_ties_and_reversal():
     assert spearman(np.arange(5), np.arange(5)[::-1]) == pytest.approx(-1.0)
     assert spearman(np.arange(4), np.array([1, 1, 2, 3])) > 0.9
+
+
+class _Knob:
+    """A Measure stand-in for offline/knobs.walk_side: one direction (alpha_max 1) whose clips'
+    change saturates, 0.8 * (1 - exp(-|α| / 2)) stds, and whose level falls by 3 dB per unit
+    of |α| (a timbre knob: the 12 dB bound lies at |α| = 4)."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        d = SimpleNamespace(alpha_max=1.0, alpha_min=-1.0, descriptor="centroid")
+        self.bundle = SimpleNamespace(directions=[d])
+        self.asked: list[float] = []
+
+    def __call__(self, mode, direction, alpha, mirror):
+        self.asked.append(alpha)
+        change = np.sign(alpha) * 0.8 * (1 - np.exp(-abs(alpha) / 2)) * np.array([0.9, 1.0, 1.1])
+        return change, np.full(3, -3.0 * abs(alpha))
+
+
+def test_a_side_closes_in_on_its_level_bound_and_its_knots_follow_the_saturating_response():
+    from steerpad.offline.knobs import REFINE, knots, walk_side
+
+    knob = _Knob()
+    walk = walk_side(knob, "faithful", 0, "up", mirror=False)
+    assert walk["stop"] == "level bound"
+    end = walk["alphas"][-1]
+    assert 4 / 2 ** (1 / 2 ** REFINE) <= end <= 4.0  # within a quarter octave of the bound
+    assert all(abs(a) <= 4.0 for a in walk["alphas"])  # nothing kept beyond it
+    ks, effect, level = knots(walk)
+    assert ks[-1] == pytest.approx(end) and level == pytest.approx(-3 * end)
+    response = [0.8 * (1 - np.exp(-a / 2)) for a in ks]  # equal knob steps, equal steps of change
+    steps = np.diff([0.0, *response])
+    assert steps.min() > 0.8 * steps.mean() and steps.max() < 1.2 * steps.mean(), steps

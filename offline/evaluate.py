@@ -1,5 +1,6 @@
 """`steerpad eval BUNDLE --data DIR... --out DIR [--mode faithful|resynth]`: how well each knob
-steers, and how close a pad stays to its source, measured on audio.
+steers, and how close a pad stays to its source, measured on audio. (With --fidelity: how close
+the VAE's reconstruction is to the source, next to Opus; offline/fidelity.py.)
 
 The bundle is played the way the realtime engine plays a pad (the render worker's path:
 onnxruntime encoder, steer, decoder, and in faithful mode the change applied to the source), on
@@ -286,6 +287,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=8, help="knob positions per side (default 8)")
     parser.add_argument("--mode", choices=("faithful", "resynth"), default=None,
                         help="render mode to measure (default: the bundle's, faithful)")
+    parser.add_argument("--fidelity", action="store_true",
+                        help="measure the VAE's reconstruction against the sources instead, next to "
+                             "Opus at 24 and 48 kbps (fidelity.json, fidelity.md, spectrograms.png; "
+                             "needs opus-tools)")
     parser.add_argument("--directions", nargs="+", default=None, metavar="NAME",
                         help="evaluate only these directions (default: all)")
 
@@ -293,6 +298,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.clips < 1 or args.points < 1:
         raise SteerpadError("--clips and --points must be >= 1")
+    if args.fidelity:
+        from steerpad.offline.fidelity import fidelity_report, table
+
+        print(table(fidelity_report(args.bundle, args.data, args.out, args.clips)))
+        print(f"eval --fidelity: wrote {args.out}/fidelity.json, fidelity.md, spectrograms.png")
+        return 0
     report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, args.points,
                              only=args.directions, mode=args.mode)
     f = report["fidelity"]

@@ -168,9 +168,10 @@ def write_report(bundle_dir: Path, work: Path, eval_clips: int = 24) -> dict:
     metrics = {"vae": reconstruction_metrics(bundle, store)}
     val_dirs = sorted({str(Path(r.path).parent) for r in store.records if r.split == "val"})
     reports = evaluate_modes(bundle_dir, [Path(d) for d in val_dirs], work, eval_clips)
+    fidelity = measure_fidelity(bundle_dir, [Path(d) for d in val_dirs], work, eval_clips)
     metrics["params"] = _params(work)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (bundle_dir / "MODEL_CARD.md").write_text(model_card(bundle, store, work, metrics, reports))
+    (bundle_dir / "MODEL_CARD.md").write_text(model_card(bundle, store, work, metrics, reports, fidelity))
     return metrics
 
 
@@ -246,19 +247,56 @@ def evaluate_modes(bundle_dir: Path, val_dirs: list[Path], work: Path, eval_clip
     return reports
 
 
+def measure_fidelity(bundle_dir: Path, val_dirs: list[Path], work: Path, eval_clips: int) -> dict:
+    """`steerpad eval --fidelity` on the validation folders (in work/fidelity); copies
+    fidelity.json and spectrograms.png into bundle/report."""
+    from steerpad.offline.fidelity import fidelity_report
+
+    report = fidelity_report(bundle_dir, val_dirs, work / "fidelity", max_clips=eval_clips)
+    for name in ("fidelity.json", "spectrograms.png"):
+        shutil.copy(work / "fidelity" / name, bundle_dir / "report" / name)
+    return report
+
+
+def fidelity_section(report: dict) -> str:
+    """The card's "## VAE fidelity" section: the VAE's reconstruction next to Opus."""
+    from steerpad.offline.fidelity import table
+
+    return "\n".join([
+        "## VAE fidelity (`steerpad eval --fidelity` on the validation kits)", "",
+        "How close the VAE's own reconstruction (encode, decode: what a pad plays in `resynth` "
+        "mode with the knobs centred) comes to the source one-shots, next to Opus on the same "
+        "clips (opus-tools). A `faithful` pad plays the source itself; the VAE only computes a "
+        "knob's change, so these numbers bound how well it can read one.", "",
+        table(report), "",
+        "Spectrograms (source | VAE | Opus 24 kbps): `report/spectrograms.png`; per clip: "
+        "`report/fidelity.json`.", ""])
+
+
+def _replace_section(text: str, heading: str, body: str, before: str) -> str:
+    """`text` with its section starting `heading` replaced by `body` (inserted before the section
+    starting `before` where it has none)."""
+    key = "\n" + heading
+    if key in text:
+        start = text.index(key) + 1
+        end = text.index("\n## ", start) + 1
+    else:
+        start = end = text.index("\n" + before) + 1
+    return text[:start] + body + "\n" + text[end:]
+
+
 def refresh_steering(bundle_dir: Path, val_dirs: list[Path], work: Path, eval_clips: int) -> None:
-    """Measure both modes again and replace only the card's steering section (for a bundle whose
-    knobs were recalibrated: `steerpad calibrate`; the rest of the card needs the training work
-    folder)."""
+    """Measure the VAE's fidelity and both modes' steering again and replace only those sections
+    of the card (for a bundle whose knobs were recalibrated: `steerpad calibrate`; the rest of
+    the card needs the training work folder)."""
     card = bundle_dir / "MODEL_CARD.md"
-    text = card.read_text()
-    start = text.index("\n## Steering") + 1
-    end = text.index("\n## ", start) + 1
     reports = evaluate_modes(bundle_dir, val_dirs, work, eval_clips)
-    card.write_text(text[:start] + steering_section(reports) + "\n" + text[end:])
+    fidelity = measure_fidelity(bundle_dir, val_dirs, work, eval_clips)
+    text = _replace_section(card.read_text(), "## Steering", steering_section(reports), "## Reproduce")
+    card.write_text(_replace_section(text, "## VAE fidelity", fidelity_section(fidelity), "## Steering"))
 
 
-def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict]) -> str:
+def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict], fidelity: dict) -> str:
     m = bundle.manifest
     vae_run = _json(work / "vae" / "metrics.json")
     sae = _json(work / "sae" / "metrics.json")
@@ -316,6 +354,7 @@ def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict
     lines += ["", "SNR is low by design of the metric: the decoder invents phase (an inverse STFT "
               "of predicted magnitudes and phases), so waveforms differ where spectra agree; the "
               "STFT distance and the spectrograms in `report/` are the measures to read.", "",
+              *fidelity_section(fidelity).splitlines(),
               *steering_section(reports).splitlines(),
               "## Reproduce", "", "```sh", "./scripts/train_default      # resumable; then:",
               "python -m steerpad.offline.model_report models/default --work runs/default.work",
@@ -330,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="the `steerpad train` work folder")
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--steering-only", type=Path, nargs="+", default=None, metavar="VAL_DIR",
-                    help="only measure the steering again on these validation folders and replace the "
-                         "card's steering section (after `steerpad calibrate`)")
+                    help="only measure the VAE's fidelity and the steering again on these validation "
+                         "folders and replace those sections of the card (after `steerpad calibrate`)")
     args = ap.parse_args(argv)
     try:
         if args.steering_only:

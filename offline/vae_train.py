@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from steerpad.offline.augment import Augment
 from steerpad.offline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from steerpad.offline.latents import check_compatible
 from steerpad.offline.losses import (
@@ -110,8 +111,11 @@ class VAETrainConfig:
     data_init: bool = True
     """Start a fresh model with the data-dependent init (OobleckVAE.data_init_); without it the
     posterior collapses (see there)."""
+    augment: float = 0.8
+    """Share of training crops augmented on the fly (offline/augment.py: gain, +-1 semitone
+    repitch, EQ tilt, stereo width, start offset); 0 = none. Validation is never augmented."""
     seed: int = 0
-    """Seeds model init and, with the step number, every crop and posterior sample."""
+    """Seeds model init and, with the step number, every crop, augmentation and posterior sample."""
     threads: int = 2
     """torch CPU threads (0 = torch's default)."""
 
@@ -135,6 +139,8 @@ class VAETrainConfig:
             raise ValueError("lr must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.augment <= 1:
+            raise ValueError(f"augment must be in [0, 1], got {self.augment}")
         if not 0 <= self.onset_prob <= 1 or not 0 <= self.preemphasis < 1:
             raise ValueError("onset_prob must be in [0, 1] and preemphasis in [0, 1)")
         if not 0 <= self.decay_from <= 1 or not 0 < self.final_lr <= 1:
@@ -368,6 +374,7 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
                                     f"{_worst_clip(model, store, val_audio, val_ids, val_stft)}")
             log(step, metrics)
 
+    augment = Augment(prob=config.augment) if config.augment > 0 else None
     mark_run(out_dir, "vae")
     model.train()
     bar = _tqdm(total=config.steps, initial=start, desc="train vae", unit="step",
@@ -377,8 +384,10 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         for step in range(start, config.steps):
             # All randomness of this step comes from (seed, step): crops and the posterior sample.
             seed = step_seed(config.seed, step)
-            x = sample_crops(train_audio, train_sounding, config.batch, crop, config.onset_prob,
-                             np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            x = sample_crops(train_audio, train_sounding, config.batch, crop, config.onset_prob, rng)
+            if augment is not None:
+                x = augment(x, store.config.sample_rate, rng)
             x = torch.from_numpy(x).to(device)
             torch.manual_seed(seed)
             for group in opt.param_groups:
@@ -490,6 +499,7 @@ _OPTIONS = (
     ("wave-weight", float, "pre-emphasised waveform L1 weight"),
     ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
     ("onset-prob", float, "share of crops starting at the onset"),
+    ("augment", float, "share of training crops augmented (gain, repitch, tilt, width, offset; 0 = none)"),
     ("ckpt-every", int, "checkpoint every N steps"), ("eval-every", int, "validate every N steps"),
     ("eval-clips", int, "validation clips per evaluation"), ("seed", int, "random seed"),
     ("threads", int, "torch CPU threads"))
@@ -518,6 +528,7 @@ def run(args: argparse.Namespace) -> int:
     base: dict[str, Any] = {}
     if args.resume:
         base = dict(load_checkpoint(args.out / "checkpoint.pt")["train_config"])
+        base.setdefault("augment", 0.0)  # a run from before augmentation goes on without it
         if "model" in given and given["model"] != base["model"]:
             raise SteerpadError(f"--config {given['model']}: {args.out} was trained with "
                                 f"{base['model']!r}; drop --config or use another --out")

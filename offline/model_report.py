@@ -45,6 +45,21 @@ DATA_SOURCES = {
                  "per file in /usr/share/doc/sonic-pi-samples/copyright"),
     "lmms": ("lmms-common", "the LMMS developers", "GPL-2+"),
 }
+SOURCE_PREFIXES = {
+    "TimGM6mb_": ("timgm6mb-soundfont", "Tim Brechbill (rendered by scripts/gather_drums.py)", "GPL-2"),
+    "OPL-3_FM_128M_": ("opl3-soundfont", "Zandro Reveille (rendered by scripts/gather_drums.py)",
+                       "CC-BY-SA-4.0"),
+    "SynthHydrogenKit": ("steerpad", "scripts/gather_drums.py synth (tests/drumsynth.py)", "generated"),
+    "synth_kit_": ("steerpad", "scripts/gather_drums.py synth (tests/drumsynth.py)", "generated"),
+}
+"""Kits named by a generator: the kit name's prefix -> (package, author, licence)."""
+
+
+def data_source(kit: str) -> tuple[str, str, str]:
+    """(package, author, licence) of a training kit."""
+    if kit in DATA_SOURCES:
+        return DATA_SOURCES[kit]
+    return next((v for prefix, v in SOURCE_PREFIXES.items() if kit.startswith(prefix)), ("?", "?", "?"))
 
 
 def _spectrogram(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
@@ -318,9 +333,17 @@ def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict
         "ingest keeps kits that share near-duplicate hits in one split (so Millo-Drums_v.1, "
         "which shares hits with Millo_MultiLayered3, is validation too).", "",
         "| kit | package | author | licence | clips (train / val) |", "| --- | --- | --- | --- | --- |"]
+    sources: dict[str, dict[str, int]] = {}
     for kit in sorted(kits):
-        pkg, author, lic = DATA_SOURCES.get(kit, ("?", "?", "?"))
+        pkg, author, lic = data_source(kit)
         lines.append(f"| {kit} | `{pkg}` | {author} | {lic} | {kits[kit]['train']} / {kits[kit]['val']} |")
+        row = sources.setdefault(pkg, {"kits": 0, "train": 0, "val": 0})
+        row["kits"] += 1
+        row["train"] += kits[kit]["train"]
+        row["val"] += kits[kit]["val"]
+    lines += ["", "One-shots per source:", "", "| source | kits | one-shots (train / val) |",
+              "| --- | --- | --- |"]
+    lines += [f"| `{pkg}` | {v['kits']} | {v['train']} / {v['val']} |" for pkg, v in sorted(sources.items())]
     lines += ["", "Several kits are CC-BY / CC-BY-SA / GPL: this model is derived from them; keep "
               "this attribution with it. The kit entries carried in the bundle (`kit/`) are "
               "latents of these one-shots:", "",

@@ -33,6 +33,7 @@ from steerpad.offline.losses import (
     MultiResolutionSTFTLoss,
     log_envelope_l1,
     snr_db,
+    transient_weighted_l1,
     waveform_l1,
 )
 from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
@@ -102,6 +103,19 @@ class VAETrainConfig:
     """Weight of the L1 between log RMS envelopes (256-sample windows): attack loudness."""
     kl_weight: float = 1e-4
     """Weight of KL(q(z|x) ‖ N(0, I)), summed over latent channels, mean over frames."""
+    transient_weight: float = 0.0
+    """Weight of the onset-weighted short-STFT log-magnitude L1 (losses.transient_weighted_l1):
+    attacks weigh as much as tails."""
+    adv_weight: float = 0.0
+    """Weight of the multi-scale STFT discriminator's hinge loss on the decoder
+    (offline/discriminator.py); 0 = no discriminator. Its feature matching is `feature_weight`."""
+    feature_weight: float = 0.0
+    """Weight of the discriminator's relative feature-matching L1 (with adv_weight > 0)."""
+    adv_start: int = 0
+    """The discriminator joins at this step (the reconstruction terms train alone before)."""
+    adv_crop: int = 16384
+    """The discriminator sees one random window of this many samples per clip (its cost grows
+    with the length; 0 = whole crops)."""
     ckpt_every: int = 200
     """Write checkpoint.pt every this many steps (and at the end)."""
     eval_every: int = 200
@@ -129,8 +143,12 @@ class VAETrainConfig:
         for name in ("crop_frames", "warmup_steps", "eval_every", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("adv_start", "adv_crop"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", "grad_clip", "stft_weight", "wave_weight",
-                     "envelope_weight", "kl_weight", "stft_log_weight"):
+                     "envelope_weight", "kl_weight", "stft_log_weight", "transient_weight",
+                     "adv_weight", "feature_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.stft_log_eps > 0:
@@ -203,6 +221,58 @@ def load_split(store: IngestStore, split: str,
 
 # ----------------------------------------------------------------- loss and evaluation
 
+class Adversary:
+    """The multi-scale STFT discriminator, its optimizer, and the window it looks at: one random
+    window of adv_crop samples per step (the same for the real and the decoded clip)."""
+
+    def __init__(self, channels: int, config: VAETrainConfig, crop: int, device: str):
+        from steerpad.offline.discriminator import FFT_SIZES as DISC_FFT
+        from steerpad.offline.discriminator import MultiScaleSTFTDiscriminator
+
+        self.config = config
+        seen = min(config.adv_crop, crop) if config.adv_crop else crop
+        sizes = tuple(n for n in DISC_FFT if n < seen) or (1 << max(3, (seen - 1).bit_length() - 1),)
+        self.net = MultiScaleSTFTDiscriminator(channels, sizes).to(device)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, betas=config.betas,
+                                     weight_decay=config.weight_decay)
+        self.window = (0, 0)
+
+    def _crop(self, a: torch.Tensor) -> torch.Tensor:
+        start, n = self.window
+        return a[..., start:start + n] if n else a
+
+    def generator_loss(self, audio: torch.Tensor, x: torch.Tensor, rng: np.random.Generator
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+        from steerpad.offline.discriminator import feature_matching, hinge_generator
+
+        c, t = self.config, x.shape[-1]
+        n = min(c.adv_crop, t) if c.adv_crop else 0
+        self.window = (int(rng.integers(0, t - n + 1)) if n else 0, n)
+        real, fake = self.net(self._crop(x)), self.net(self._crop(audio))
+        adv, fm = hinge_generator(fake), feature_matching(real, fake)
+        loss = c.adv_weight * adv + c.feature_weight * fm
+        return loss, {"adv/train": float(adv.detach()), "fm/train": float(fm.detach())}
+
+    def step(self, audio: torch.Tensor, x: torch.Tensor) -> float:
+        """One discriminator update on the window generator_loss drew; its hinge loss."""
+        from steerpad.offline.discriminator import hinge_discriminator
+
+        loss = hinge_discriminator(self.net(self._crop(x)), self.net(self._crop(audio)))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.opt.step()
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+
+
 class VAELoss(torch.nn.Module):
     """The training objective; forward returns (total, flat metrics)."""
 
@@ -220,6 +290,9 @@ class VAELoss(torch.nn.Module):
                  "env": log_envelope_l1(audio, x), "kl": kl}
         weights = {"stft": c.stft_weight, "wave": c.wave_weight, "env": c.envelope_weight,
                    "kl": c.kl_weight}
+        if c.transient_weight > 0:
+            terms["transient"] = transient_weighted_l1(audio, x)
+            weights["transient"] = c.transient_weight
         total = sum(weights[k] * v for k, v in terms.items())
         metrics = {f"{k}/train": float(v.detach()) for k, v in terms.items()}
         metrics["loss/train"] = float(total.detach())
@@ -347,11 +420,14 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
     val_stft = MultiResolutionSTFTLoss(config.fft_sizes, config.stereo).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas,
                             weight_decay=config.weight_decay)
+    disc = Adversary(model_config.audio_channels, config, crop, device) if config.adv_weight > 0 else None
     history: History = {}
     start, elapsed = 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if disc is not None and "discriminator" in ckpt:
+            disc.load_state_dict(ckpt["discriminator"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed_s"])
         history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in ckpt["history"].items()}
         set_rng_state(ckpt["rng"])
@@ -364,7 +440,8 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
             "train_config": asdict(config), "model_config": asdict(model_config),
-            "history": history, "rng": rng_state(), "elapsed_s": elapsed})
+            "history": history, "rng": rng_state(), "elapsed_s": elapsed,
+            **({"discriminator": disc.state_dict()} if disc is not None else {})})
 
     def validate(step: int) -> None:
         if len(val_audio) and not any(s == step for s, _ in history.get("stft/val", [])):
@@ -394,6 +471,10 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
                 group["lr"] = lr_at(config, step)
             out = model(x)
             loss, metrics = loss_fn(out.audio, out.kl, x)
+            if disc is not None and step >= config.adv_start:  # the decoder against the critic
+                adv, adv_metrics = disc.generator_loss(out.audio, x, rng)
+                loss = loss + adv
+                metrics.update(adv_metrics)
             if not math.isfinite(metrics["loss/train"]):
                 raise SteerpadError(f"train vae: the loss became {metrics['loss/train']} at step "
                                     f"{step + 1}; lower --lr or resume from the last checkpoint")
@@ -403,6 +484,8 @@ def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfi
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 metrics["grad_norm/train"] = float(norm)
             opt.step()
+            if disc is not None and step >= config.adv_start:
+                metrics["disc/train"] = disc.step(out.audio.detach(), x)
             done = step + 1
             log(done, metrics)
             bar.update(1)
@@ -498,6 +581,11 @@ _OPTIONS = (
     ("stft-log-weight", float, "weight of the log magnitude inside the STFT loss"),
     ("wave-weight", float, "pre-emphasised waveform L1 weight"),
     ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
+    ("transient-weight", float, "onset-weighted short-STFT log-magnitude L1 weight"),
+    ("adv-weight", float, "multi-scale STFT discriminator weight (0 = none)"),
+    ("feature-weight", float, "discriminator feature-matching weight"),
+    ("adv-start", int, "step at which the discriminator joins"),
+    ("adv-crop", int, "samples the discriminator sees per clip (0 = whole crops)"),
     ("onset-prob", float, "share of crops starting at the onset"),
     ("augment", float, "share of training crops augmented (gain, repitch, tilt, width, offset; 0 = none)"),
     ("ckpt-every", int, "checkpoint every N steps"), ("eval-every", int, "validate every N steps"),

@@ -108,3 +108,35 @@ def test_losses_give_finite_gradients(kick):
 def test_shape_mismatch_is_refused(kick):
     with pytest.raises(ValueError, match="shape mismatch"):
         MultiResolutionSTFTLoss()(kick[..., :-1], kick)
+
+
+def test_the_transient_term_weighs_an_error_at_the_attack_above_the_same_error_in_the_tail():
+    from steerpad.offline.losses import transient_weighted_l1
+
+    t = torch.arange(8192) / 44100
+    hit = (torch.randn(1, 2, 8192, generator=torch.Generator().manual_seed(0)) * torch.exp(-t / 0.05)
+           ).float()
+    hit[..., :1024] = 0  # silence, then the attack at sample 1024
+    assert float(transient_weighted_l1(hit, hit)) == 0.0
+    early, late = hit.clone(), hit.clone()
+    early[..., 1024:1536] *= 0.5  # the attack 6 dB soft
+    late[..., 6144:6656] *= 0.5   # the same 6 dB, in the tail
+    assert float(transient_weighted_l1(early, hit)) > 1.5 * float(transient_weighted_l1(late, hit))
+
+
+def test_the_discriminator_scores_every_scale_and_its_losses_have_gradients():
+    from steerpad.offline.discriminator import (
+        MultiScaleSTFTDiscriminator,
+        feature_matching,
+        hinge_discriminator,
+        hinge_generator,
+    )
+
+    d = MultiScaleSTFTDiscriminator(2, (1024, 512), width=8)
+    x, y = torch.randn(2, 2, 4096), torch.randn(2, 2, 4096, requires_grad=True)
+    real, fake = d(x), d(y)
+    assert len(real) == 2 and all(logits.shape[0] == 2 and len(f) == 5 for logits, f in real)
+    loss = hinge_generator(fake) + feature_matching(real, fake)
+    loss.backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0
+    assert float(hinge_discriminator(real, fake).detach()) > 0

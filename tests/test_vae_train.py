@@ -169,6 +169,28 @@ def test_resume_after_an_interruption_is_bit_identical(run_a, store, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_transient_term_and_the_discriminator_train_and_resume_bit_identically(store, tmp_path):
+    """With the onset-weighted term and the multi-scale STFT discriminator (joining at step 2):
+    their losses are logged, the discriminator's state is checkpointed, and a run resumed after an
+    interruption ends exactly where an uninterrupted one does."""
+    cfg = _config(transient_weight=0.5, adv_weight=0.1, feature_weight=1.0, adv_start=2, eval_every=0)
+    ref = tmp_path / "ref"
+    train_vae(store, ref, cfg, model_config=tiny_config(), progress=False)
+    history = json.loads((ref / "history.json").read_text())
+    assert [s for s, _ in history["disc/train"]] == [3, 4, 5, 6]  # from adv_start on
+    assert {"transient/train", "adv/train", "fm/train"} <= set(history)
+    assert "discriminator" in load_checkpoint(ref / "checkpoint.pt")
+
+    def interrupt(step, metrics):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(store, tmp_path / "b", cfg, model_config=tiny_config(), on_step=interrupt, progress=False)
+    train_vae(store, tmp_path / "b", cfg, resume=True, progress=False)
+    assert json.loads((tmp_path / "b" / "history.json").read_text()) == history
+
+
 def test_resume_extends_a_finished_run_along_the_same_curve(run_a, store, tmp_path):
     ref = json.loads((run_a[0] / "history.json").read_text())["loss/train"]
     train_vae(store, tmp_path, _config(steps=4, eval_every=0), model_config=tiny_config(),

@@ -2,16 +2,37 @@
 
     rtmidi's queue ──drained at block start──┐
     bounce / any thread ──handle(event)──► note queue ──► process(out) (the audio callback)
-                     └── knobs ──► alpha ──► RenderWorker ──► slots (atomic swaps)
+                     └── knobs: positions + knob_serial ◄──polled── RenderWorker ──► slots
+                                                                  (atomic swaps) ──► ringing voices
 
 Live, the audio callback drains the MIDI input itself at the start of each block (attach_midi),
 so a note-on sounds in the block that follows its arrival, with no thread hop to wait for.
 `handle()` maps an event: a note-on captures its pad's latest finished render and queues it; a
-knob or program change updates the knob positions and hands the newest alpha to the render
-worker (a short lock the worker holds only to pick its next pad). `process()` is the audio
-callback's body: it drains the queue, mixes the voices and runs the master bus, with no I/O,
-onnxruntime or allocation that grows with the block. The live stream and the offline bounce
-both drive this one class.
+knob or program change stores the knob positions and bumps `knob_serial`: no lock, no array.
+The render worker polls the serial (RenderWorker.follow), computes alpha itself, renders the
+pads that are sounding first, and publishes each render by a reference swap; at every block the
+mixer moves the ringing voices of a pad to its fresh render with a short equal-power crossfade
+(VoiceMixer.follow), unless a knob with `affects = "next"` moved since they started.
+`process()` is the audio callback's body: it drains the queue, mixes the voices and runs the
+master bus, with no lock, I/O, onnxruntime or allocation that grows with the block. The live
+stream and the offline bounce both drive this one class.
+
+Shared attributes (one writer each; readers take a snapshot, never a lock):
+
+    attribute                          writer                          readers
+    knobs, knob_epoch, knob_serial     callback (handle; offline the   render worker (alpha()),
+                                       bounce's thread)                status view
+    worker.slots, worker.lineage       render worker (lineage first)   callback (note_on,
+                                                                       mixer.follow), capture
+    worker._played                     callback (worker.played)        render worker (order)
+    mixer voices, _queue, hits,        callback                        render worker
+    played, dropped, load, blocks                                      (ringing_pads), status, OSC
+    out_ring, in_ring                  callback (position last)        OSC feed, capture threads
+    monitor                            key reader / main thread        callback
+    midi (its MidiInput._midiin)       main thread (attach_midi); the  callback (drain)
+                                       port watcher swaps a fresh one
+    worker.sources                     capture thread (set_source,     render worker
+                                       under the worker's lock)
 """
 
 from __future__ import annotations
@@ -159,7 +180,7 @@ class Engine:
         self._dir_index = {name: i for i, name in enumerate(bundle.direction_names())}
         self.knobs = [k.initial for k in preset.knobs]
         """Knob positions 0-1, in preset knob order."""
-        self._queue: deque[tuple[int, int, np.ndarray, int]] = deque()
+        self._queue: deque[tuple[int, int, np.ndarray, int, int]] = deque()
         self.hits: deque[Hit] = deque(maxlen=64)
         """Recent pad hits (for the status view)."""
         self.played = 0
@@ -180,12 +201,22 @@ class Engine:
         """Every input block (full duplex), for capture (read off the audio thread)."""
         self.monitor = False
         """Mix the live input into the output (before the master bus)."""
+        self._monitor = np.zeros((2, self.blocksize), np.float32)
+        self._monitor_cols = (self._monitor[0], self._monitor[1])
+        """The monitor mix's scratch columns (contiguous), made once."""
         self.capture = None
         """A Capture (capture.py) or None: sees every event first, to catch its arm presses."""
         self._knob_scales = [(i, tuple(self.bundle.directions[i].scale(m) for m in MODES))
                              for i in (self._dir_index[k.direction] for k in self.preset.knobs)]
         """Per preset knob: its direction's index and knob scale per render mode (looked up once)."""
-        self.worker.set_alpha(self.alpha())
+        self.knob_serial = 0
+        """Bumped after every knob write (set_knob, recall): the render worker polls it and computes
+        alpha itself, so a knob CC in the callback takes no lock and builds no array."""
+        self.knob_epoch = 0
+        """Bumped when a knob with `affects = "next"` moves (before knob_serial): renders of a
+        newer epoch never reach a voice that started before it (VoiceMixer.follow)."""
+        self._affects_next = [k.affects == "next" for k in preset.knobs]
+        self.worker.follow(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -249,25 +280,34 @@ class Engine:
         self.midi = midi
 
     def note_on(self, pad: int, velocity: int, offset: int = 0) -> None:
-        audio = self.worker.slots[pad]
+        audio = self.worker.slots[pad]  # the render, then its lineage (published the other way round)
+        lineage = self.worker.lineage[pad]
         if audio is None:
             self.silent_hits += 1
             return
         if len(self._queue) >= QUEUE:
             self.dropped += 1
             return
-        self._queue.append((pad, velocity, audio, offset))
+        self._queue.append((pad, velocity, audio, offset, lineage))
 
     def set_knob(self, knob: int, position: float) -> None:
+        """Store a knob position and bump knob_serial: no lock, no array (the audio callback calls
+        it for every knob CC); the render worker notices within RenderWorker.POLL_S."""
         self.knobs[knob] = min(1.0, max(0.0, float(position)))
-        self.worker.set_alpha(self.alpha())
+        if self._affects_next[knob]:
+            self.knob_epoch += 1
+        self.knob_serial += 1
 
     def recall(self, snapshot: dict[str, float]) -> None:
-        """Set knobs by direction name (a program-change snapshot)."""
+        """Set knobs by direction name (a program-change snapshot), as set_knob does."""
+        nxt = False
         for i, knob in enumerate(self.preset.knobs):
             if knob.direction in snapshot:
                 self.knobs[i] = min(1.0, max(0.0, float(snapshot[knob.direction])))
-        self.worker.set_alpha(self.alpha())
+                nxt = nxt or self._affects_next[i]
+        if nxt:
+            self.knob_epoch += 1
+        self.knob_serial += 1
 
     # ------------------------------------------------------------ the audio callback
 
@@ -279,21 +319,38 @@ class Engine:
         if self.midi is not None:
             self.midi.drain(self.handle)
         while queue:
-            pad, velocity, audio, offset = queue.popleft()
-            mixer.note_on(pad, velocity, audio, offset)
+            pad, velocity, audio, offset, lineage = queue.popleft()
+            mixer.note_on(pad, velocity, audio, offset, lineage)
             self.worker.played(pad)
             self.hits.append(Hit(pad, velocity, t0))
             self.played += 1
+        mixer.follow(self.worker.slots, self.worker.lineage)  # ringing notes take fresh renders
         mixer.mix(out)
         if inp is not None:
             self.in_ring.write(inp)
             if self.monitor:
-                out += inp[:, :2] if inp.shape[1] >= 2 else inp[:, :1]  # mono input: both sides
+                self._monitor_mix(out, inp)
         if self.master is not None:
             self.master.process(out)
         self.out_ring.write(out)
         self.load[self.blocks % LOAD_RING] = time.perf_counter() - t0
         self.blocks += 1
+
+    def _monitor_mix(self, out: np.ndarray, inp: np.ndarray) -> None:
+        """out += the input (a mono input on both sides), column by column through the
+        preallocated scratch: a broadcasting add would allocate a block-sized temporary."""
+        last = inp.shape[1] - 1
+        for start in range(0, out.shape[0], self.blocksize):
+            o, i = out[start:start + self.blocksize], inp[start:start + self.blocksize]
+            for c in range(2):
+                col = self._monitor_cols[c][:o.shape[0]]
+                np.copyto(col, i[:, min(c, last)])
+                np.add(o[:, c], col, out=o[:, c])
+
+    def ringing_pads(self) -> set[int]:
+        """The pads with a sounding voice (the render worker renders them first): a snapshot
+        from any thread, without locks."""
+        return {pad for pad, _ in self.mixer.sounding()}
 
     def sounding(self) -> list[tuple[int, float]]:
         """(pad, seconds since that voice started) for every sounding voice; for displays and

@@ -24,6 +24,7 @@ import argparse
 import atexit
 import contextlib
 import faulthandler
+import gc
 import math
 import os
 import signal
@@ -101,6 +102,49 @@ def _exit_soon() -> None:
     global _devnull
     _devnull = _devnull or open(os.devnull, "w")
     faulthandler.dump_traceback_later(EXIT_S, exit=True, file=_devnull)
+
+
+class Collector:
+    """When Python's garbage collector may run during play (measured on models/default with the
+    engine loaded, 2 cores): a full collection of the start-up heap (~60 000 objects) holds the
+    GIL for ~13 ms, five 128-frame blocks at 48 kHz, and an automatic one can start in any
+    thread that allocates, the audio callback included. So after start-up everything is
+    collected once and frozen (gc.freeze: the start-up heap is never scanned again; a full
+    collection then costs ~1.6 ms with 20 000 new objects, gen 0/1 <= 0.2 ms); gen 0 and 1 keep
+    running automatically, and gen 2 runs only from the main thread, at most every FULL_EVERY_S,
+    when no voice sounds."""
+
+    FULL_EVERY_S = 10.0
+    GEN2_THRESHOLD = 1_000_000
+    """gc threshold 2 during play: automatic full collections never come."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.full = 0
+        """Full collections run during play."""
+        self._last = 0.0
+        self._saved: tuple[int, int, int] | None = None
+
+    def start(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self._saved = gc.get_threshold()
+        gc.set_threshold(self._saved[0], self._saved[1], self.GEN2_THRESHOLD)
+        self._last = time.monotonic()
+
+    def tick(self) -> None:
+        """From the main thread, a few times a second."""
+        now = time.monotonic()
+        if now - self._last >= self.FULL_EVERY_S and not self.engine.mixer.active:
+            gc.collect()
+            self.full += 1
+            self._last = now
+
+    def stop(self) -> None:
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            gc.unfreeze()
+            self._saved = None
 
 
 def _finishes(work: Callable[[], None], timeout: float, name: str) -> bool:
@@ -385,9 +429,13 @@ def run(args: argparse.Namespace) -> int:
             closing.callback(reader.stop)
             view.keys = keys if reader.active else None
         closing.callback(calm)
+        collector = Collector(engine)
+        collector.start()  # everything is loaded: collect once, freeze, no automatic full collections
+        closing.callback(collector.stop)
         deadline = None if args.duration is None else time.monotonic() + args.duration
 
         def playing() -> bool:  # until --duration, or the device goes (Ctrl-C: KeyboardInterrupt)
+            collector.tick()
             return (deadline is None or time.monotonic() < deadline) and stream.check() is None
 
         try:

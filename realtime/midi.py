@@ -5,6 +5,11 @@ Threads: a reader thread takes messages from rtmidi's own queue (`get_message()`
 the port list and reconnects when the port comes back. `stop()` sets an event both threads
 check, joins them and closes the ports in `finally`.
 
+A reconnect never touches the client being drained (by the reader thread, or by the audio
+callback through `drain()`): the watcher opens the returned port on a fresh client and swaps
+the reference (`_midiin`, written by the watcher only, after start); the old client is closed at
+the watcher's next poll, when no drain can still be holding it.
+
 Why no rtmidi callback (python-rtmidi's examples/midifilter enqueues from one): rtmidi calls it
 on the driver's thread, under JACK the process thread, and it must take the GIL there. Measured
 with one busy Python thread in the process (as the engine is), 1500 notes at 2 ms over JACK: a
@@ -169,6 +174,7 @@ class MidiInput:
         self._stopping = threading.Event()
         self._midiin: rtmidi.MidiIn | None = None
         self._probe: rtmidi.MidiIn | None = None  # lists ports for the watcher (its own client)
+        self._retired: list[rtmidi.MidiIn] = []  # swapped out by a reconnect; the watcher closes them
         self._threads: list[threading.Thread] = []
         self._started = False
         self._close_on_exit = False
@@ -259,10 +265,11 @@ class MidiInput:
             self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
 
     def _read(self) -> None:
-        get, handler, stopping = self._midiin.get_message, self._handler, self._stopping
+        handler, stopping = self._handler, self._stopping
         try:
             while not stopping.is_set():
-                got = get()
+                midiin = self._midiin  # a reconnect swaps in a fresh client
+                got = midiin.get_message() if midiin is not None else None
                 if got is None:
                     time.sleep(READ_S)
                     continue
@@ -323,18 +330,17 @@ class MidiInput:
                 continue
             self._midiin, self.api_name = midiin, api_name
             self._probe = _client(rtmidi.MidiIn, midiin.get_current_api())
-            self._connect()
+            self._connect(midiin)
             return
         available = (", ".join(seen) or "none") + (f"; not searched: {'; '.join(reasons)}" if reasons else "")
         raise SteerpadError(f"no MIDI input port matches {self._query!r}: available: {available}")
 
-    def _connect(self) -> bool:
-        """(Re)open the matching port on our client; False if it is gone again.
+    def _connect(self, midiin: rtmidi.MidiIn) -> bool:
+        """Open the matching port on `midiin`; False if it is gone again.
 
         rtmidi opens a port by its index in a list it fetches again, so a port list that changes
         in between (other programs come and go) can open the wrong port or none: check the port
         is still at that index afterwards, and try again if not."""
-        midiin = self._midiin
         for _ in range(5):
             midiin.close_port()
             ports = midiin.get_ports()
@@ -351,22 +357,51 @@ class MidiInput:
                 return True
         raise SteerpadError(f"MIDI port {ports[i]!r} could not be opened: the port list kept changing")
 
+    def _reconnect(self) -> bool:
+        """Open the returned port on a fresh client and swap it in: the client being drained (by
+        the audio callback, or the reader thread) is never closed or reopened under it. The old
+        one is retired, and closed at the watcher's next poll, long after any drain let go."""
+        fresh = _client(rtmidi.MidiIn, self._probe.get_current_api())
+        try:
+            opened = self._connect(fresh)
+        except BaseException:
+            fresh.delete()
+            raise
+        if not opened:
+            fresh.delete()
+            return False
+        old, self._midiin = self._midiin, fresh  # the atomic swap: drain() takes it next block
+        if old is not None:
+            self._retired.append(old)
+        return True
+
+    def _retire(self) -> None:
+        """Close and free the clients swapped out at an earlier poll."""
+        while self._retired:
+            old = self._retired.pop()
+            try:
+                old.close_port()
+            finally:
+                old.delete()
+
     def _watch(self) -> None:
         while not self._stopping.wait(self._poll_s):
             try:
+                self._retire()
                 ports = self._probe.get_ports()
                 if self.connected and self.port_name not in ports:
                     self.connected = False
                     self.last_error = f"MIDI port {self.port_name!r} disappeared: waiting for it to return"
                 elif not self.connected and _match(ports, self._query, prefer=self.port_name) is not None:
-                    if self._connect():
+                    if self._reconnect():
                         self.reconnects += 1
             except Exception as e:  # keep watching: the port may come back
                 self.last_error = f"MIDI reconnect failed: {type(e).__name__}: {e}".splitlines()[0]
 
     def _close(self) -> None:
         """Close and free our clients, once the threads that use them have stopped."""
-        clients, self._midiin, self._probe = (self._midiin, self._probe), None, None
+        clients, self._midiin, self._probe = (self._midiin, self._probe, *self._retired), None, None
+        self._retired = []
         self.connected = False
         try:
             for client in clients:

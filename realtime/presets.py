@@ -36,6 +36,9 @@ KnobMode = Literal["absolute", "relative_binary_offset", "relative_twos_compleme
 KNOB_MODES: tuple[str, ...] = get_args(KnobMode)
 VELOCITY_CURVES = ("linear", "soft", "hard", "fixed")
 KNOB_CURVES = ("linear", "exponential", "logarithmic", "s-curve")
+KNOB_AFFECTS = ("ringing", "next")
+"""What a knob move reaches: `ringing`, the notes already sounding (they crossfade to the fresh
+render) and the next hits; `next`, only the next hits (a sounding note keeps its sound)."""
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 """The presets shipped in the source tree; `controller = "<id>"` finds PRESETS_DIR/controllers/<id>.toml."""
 KIT_PREFIX = "kit:"
@@ -140,6 +143,8 @@ class KnobSpec:
     curve: str = "linear"
     initial: float = 0.5
     """The knob position 0-1 at start."""
+    affects: str = "ringing"
+    """KNOB_AFFECTS: whether a move reaches notes already sounding."""
 
     def share(self, position: float) -> float:
         """The knob's signed share of the direction's travel at `position` 0-1: -1 (full left)
@@ -498,7 +503,7 @@ def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
 
 def _knob(r: _Reader, t: dict, i: int) -> KnobSpec:
     key = f"knobs[{i + 1}]"
-    r.table(t, key, ("direction", "range", "curve", "initial"), ("direction",))
+    r.table(t, key, ("direction", "range", "curve", "initial", "affects"), ("direction",))
     direction = r.string(t["direction"], f"{key}.direction")
     rng = t.get("range", [-1.0, 1.0])
     if not isinstance(rng, list) or len(rng) != 2:
@@ -511,7 +516,9 @@ def _knob(r: _Reader, t: dict, i: int) -> KnobSpec:
     curve = r.choice(t.get("curve", "linear"), f"{key}.curve", KNOB_CURVES)
     neutral = (0.0 - lo) / (hi - lo) if lo * hi <= 0 else 0.0  # where alpha is 0, or the low end
     initial = r.number(t.get("initial", neutral), f"{key}.initial", 0, 1)
-    return KnobSpec(index=i, direction=direction, range=(lo, hi), curve=curve, initial=initial)
+    affects = r.choice(t.get("affects", "ringing"), f"{key}.affects", KNOB_AFFECTS)
+    return KnobSpec(index=i, direction=direction, range=(lo, hi), curve=curve, initial=initial,
+                    affects=affects)
 
 
 def _snapshots(r: _Reader, value: Any, directions: list[str]) -> dict[int, dict[str, float]]:

@@ -9,9 +9,12 @@ energies). In `resynth` mode it publishes the decoder's output. A faithful pad w
 audio (a kit entry of an older bundle) plays resynthesis.
 
 The knob state is one alpha vector per render mode (each mode has its own calibrated knob
-scales), with a version number. Moving a knob bumps the version and wakes the worker, which
-re-renders stale pads one at a time, the most recently played first, always with the newest alpha
-(work for an older knob state is never queued, so it cannot pile up). Each finished render is
+scales), with a version number. Live, the worker follows the engine's knobs (`follow`): it polls
+their serial every POLL_S while idle and computes the alpha itself, so the audio callback that
+writes them takes no lock; `set_alpha` serves direct callers. A new alpha bumps the version; the
+worker re-renders stale pads one at a time, the sounding ones first (their ringing notes follow
+the render), then the most recently played, always with the newest alpha (work for an older knob
+state is never queued, so it cannot pile up). Each finished render is
 published by replacing the pad's array reference, an atomic swap: the audio thread reads
 `slots[pad]` and always gets a finished buffer; a voice that is playing the previous one keeps
 it. A failing render keeps the previous buffer and records the error. A bounce (bounce.py)
@@ -143,6 +146,11 @@ class RenderWorker:
         n = len(self.sources)
         self.slots: list[np.ndarray | None] = [None] * n
         """Latest finished render per pad, [T, 2] float32 at out_rate (replaced, never mutated)."""
+        self.lineage: list[int] = [0] * n
+        """Per pad: the lineage of its slot's render, written just before the slot: the pad's
+        source generation (bumped by set_source) and the knob epoch its alpha came with (see
+        Engine.knob_epoch). A ringing voice moves only to a render of its own lineage."""
+        self._generation = [0] * n
         self.latency_ms: list[float] = [float("nan")] * n
         """Per pad: knob move -> fresh render published, ms, for its last render."""
         self.analysis: list[PadAnalysis | None] = [None] * n
@@ -170,6 +178,12 @@ class RenderWorker:
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._knobs = None
+        """What `follow` gave: an object with `knob_serial` and `alpha()` (the Engine)."""
+        self._seen = -1
+        """The knob_serial whose alpha this worker last took (written by _sync's caller only)."""
+        self._epoch = 0
+        """The knob epoch that came with that alpha."""
 
     # ------------------------------------------------------------ control (any thread)
 
@@ -185,6 +199,35 @@ class RenderWorker:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def follow(self, knobs) -> None:
+        """Take the knob state from `knobs` from now on: an object whose `knob_serial` (an int)
+        is bumped after each knob write and whose `alpha()` gives the [MODES, K] alpha for the
+        current positions. The worker thread polls the serial every POLL_S while idle and calls
+        alpha() itself, so the knobs' writer (the audio callback) never takes a lock; `refresh`
+        and `wait_fresh` look at it first too."""
+        self._knobs = knobs
+        self._seen = -1
+        self._sync()
+
+    def _sync(self) -> None:
+        """Take the followed knob state if its serial moved (the serial is read before the
+        positions: a write racing the read bumps it again, and the next poll takes that)."""
+        knobs = self._knobs
+        if knobs is None:
+            return
+        serial = knobs.knob_serial
+        if serial != self._seen:
+            self._seen = serial
+            epoch = getattr(knobs, "knob_epoch", 0)
+            alpha = knobs.alpha()
+            with self._cond:
+                if epoch != self._epoch:  # renders of the old epoch are stale, whatever alpha is
+                    self._epoch = epoch
+                    self._version += 1
+                    self._version_time = time.perf_counter()
+                    self._cond.notify_all()
+            self.set_alpha(alpha)
 
     def set_alpha(self, alpha: np.ndarray) -> None:
         """The newest knob state: one alpha per bundle direction for each render mode, [MODES, K]
@@ -210,6 +253,7 @@ class RenderWorker:
         """Give pad a new sound (e.g. a captured hit): it is rendered with the current knobs."""
         with self._cond:
             self.sources[pad] = sound
+            self._generation[pad] += 1
             self._source_time[pad] = time.perf_counter()
             self._done[pad] = 0
             self._cond.notify_all()
@@ -226,6 +270,11 @@ class RenderWorker:
 
     def wait_fresh(self, timeout: float | None = None) -> bool:
         """Block until every pad has a render of the current knob state (True) or timeout."""
+        if self._thread is None:
+            self._sync()  # (a running worker syncs in its own thread within POLL_S)
+        else:
+            while self._knobs is not None and self._knobs.knob_serial != self._seen:
+                time.sleep(self.POLL_S)  # the worker has not taken the newest knobs yet
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._stale() is not None:
@@ -238,23 +287,34 @@ class RenderWorker:
     # ------------------------------------------------------------ the worker
 
     def _stale(self) -> int | None:
-        """The stale pad to render next: most recently played first, then pad order."""
-        best, best_t = None, -1.0
+        """The stale pad to render next: a pad that is sounding now first (its ringing notes
+        follow the render), then the most recently played, then pad order."""
+        ringing = getattr(self._knobs, "ringing_pads", None)
+        sounding = ringing() if ringing is not None else ()
+        best, best_key = None, (False, -1.0)
         for p, src in enumerate(self.sources):
-            if src is not None and self._done[p] < self._version and self._played[p] > best_t:
-                best, best_t = p, self._played[p]
+            if src is not None and self._done[p] < self._version:
+                key = (p in sounding, self._played[p])
+                if key > best_key:
+                    best, best_key = p, key
         return best
+
+    POLL_S = 0.001
+    """While idle, the worker looks at the followed knob serial this often."""
 
     def _run(self) -> None:
         while True:
+            self._sync()
             with self._cond:
-                while not self._stop and (pad := self._stale()) is None:
-                    self._cond.wait()
+                if not self._stop and (pad := self._stale()) is None:
+                    # nothing stale: wait for set_source / stop, or the next knob poll
+                    self._cond.wait(self.POLL_S if self._knobs is not None else None)
+                    continue
                 if self._stop:
                     return
                 alpha, version, since = self._alpha, self._version, self._version_time
-                sound = self.sources[pad]
-            self._render_pad(pad, sound, alpha, version, since)
+                sound, lineage = self.sources[pad], self._lineage_of(pad)
+            self._render_pad(pad, sound, alpha, version, since, lineage)
 
     def refresh(self, pads) -> list[str]:
         """Render now, in the calling thread, each of `pads` whose render is older than the knobs
@@ -263,6 +323,7 @@ class RenderWorker:
         renders that failed (their pads keep their previous buffers)."""
         if self._thread is not None:
             raise RuntimeError("refresh() renders in the caller's thread: stop the worker first")
+        self._sync()
         failed = []
         for pad in pads:
             with self._cond:
@@ -270,13 +331,18 @@ class RenderWorker:
                 if sound is None or self._done[pad] >= self._version:
                     continue
                 alpha, version, since = self._alpha, self._version, self._version_time
-            error = self._render_pad(pad, sound, alpha, version, since)
+                lineage = self._lineage_of(pad)
+            error = self._render_pad(pad, sound, alpha, version, since, lineage)
             if error:
                 failed.append(error)
         return failed
 
+    def _lineage_of(self, pad: int) -> int:
+        """The lineage a render of pad started now belongs to (under the condition)."""
+        return self._generation[pad] << 32 | self._epoch
+
     def _render_pad(self, pad: int, sound: PadSound, alpha: np.ndarray, version: int,
-                    since: float) -> str:
+                    since: float, lineage: int = 0) -> str:
         """Render one pad and publish it (slot, analysis, stats); '' or the render's error."""
         t0 = time.perf_counter()
         error = ""
@@ -291,6 +357,7 @@ class RenderWorker:
             self.stats.errors += 1
             self.stats.last_error = self.errors[pad]
         else:
+            self.lineage[pad] = lineage  # first: a reader that sees the new slot sees its lineage
             self.slots[pad] = audio  # the atomic swap
             self.errors[pad] = ""
             t1 = time.perf_counter()

@@ -18,9 +18,16 @@ there are `2 * polyphony` slots: at most `polyphony` voices are held (not fading
 carry fades. Only when every slot is taken (more than `polyphony` fades running at once, i.e.
 more than `polyphony` steals within one fade) is the fade nearest its end cut short (`cut`).
 
-Threads: `note_on`, `stop`, `stop_all` and `mix` belong to one thread (the audio callback,
-which drains the event queue before mixing). `set_pad` is configuration: it may run on another
-thread, and takes effect at the next note-on of that pad.
+Ringing voices follow the knobs: `follow(renders, lineages)` (once per block, before `mix`)
+moves every voice whose pad has a fresh render of the same lineage (the same source, no
+`affects = "next"` knob moved since the voice started) and the same length to it, at the same
+playhead, with an `xfade`-sample equal-power crossfade (sin / cos: the two renders of one source
+are time-aligned, so the ringing note changes sound without a click or a jump in time). A render
+that arrives during a crossfade is taken when that one ends.
+
+Threads: `note_on`, `stop`, `stop_all`, `follow` and `mix` belong to one thread (the audio
+callback, which drains the event queue before mixing). `set_pad` is configuration: it may run on
+another thread, and takes effect at the next note-on of that pad.
 """
 
 from __future__ import annotations
@@ -55,6 +62,14 @@ def pan_gains(pan: float) -> tuple[float, float]:
     return math.sqrt(2.0) * math.cos(t), math.sqrt(2.0) * math.sin(t)
 
 
+def _equal_power(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(falling, rising) equal-power crossfade tables `[n, 2]` float32: cos and sin of a quarter
+    turn, sampled strictly inside it (falling^2 + rising^2 = 1 throughout)."""
+    x = (np.arange(1, n + 1, dtype=np.float64) / (n + 1)) * (np.pi / 2)
+    fall, rise = np.cos(x), np.sin(x)
+    return tuple(np.ascontiguousarray(np.repeat(r[:, None], 2, axis=1), np.float32) for r in (fall, rise))
+
+
 def _ramp(n: int, rising: bool) -> np.ndarray:
     """A raised-cosine ramp `[n, 2]` float32 (both columns equal) that never reaches its end
     value inside: rising ends just below 1, falling starts just below 1 and ends just above 0."""
@@ -75,10 +90,10 @@ class VoiceMixer:
     """
 
     def __init__(self, n_pads: int, max_block: int, polyphony: int = 32, fade_in: int = 32,
-                 fade_out: int = 256, velocity_curve: str = "linear") -> None:
+                 fade_out: int = 256, velocity_curve: str = "linear", xfade: int = 256) -> None:
         for name, value, low in (("n_pads", n_pads, 1), ("max_block", max_block, 1),
                                  ("polyphony", polyphony, 1), ("fade_in", fade_in, 1),
-                                 ("fade_out", fade_out, 1)):
+                                 ("fade_out", fade_out, 1), ("xfade", xfade, 1)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.n_pads, self.max_block, self.polyphony = n_pads, max_block, polyphony
@@ -96,14 +111,20 @@ class VoiceMixer:
         self._pos = [0] * s       # next frame of _audio to play
         self._delay = [0] * s     # frames of the next block before the voice starts
         self._fade = [-1] * s     # -1: held; else the next index into the fade-out table
+        self._next: list[np.ndarray | None] = [None] * s  # the render a crossfade goes to
+        self._xpos = [0] * s      # the next index into the crossfade tables
+        self._lineage = [0] * s   # the lineage of the render the voice plays (see follow)
         self._fstart = [0] * s    # frames of the next block before that fade begins
         self._order = [0] * s     # note-on count when the voice started (oldest = smallest)
         self._gain = np.zeros((s, max_block, 2), np.float32)   # voice gain, repeated down the block
         self._gain_l = [self._gain[i, :, 0] for i in range(s)]   # column views, made once
         self._gain_r = [self._gain[i, :, 1] for i in range(s)]
         self._tmp = np.zeros((max_block, 2), np.float32)
+        self._tmp2 = np.zeros((max_block, 2), np.float32)
         self._fin = _ramp(fade_in, rising=True)
         self._fout = _ramp(fade_out, rising=False)
+        self.xfade = xfade
+        self._xfall, self._xrise = _equal_power(xfade)
         self._count = 0
         self._held = 0
         self._top = 0             # slots at and above this index are free (free_slot fills low first)
@@ -112,6 +133,8 @@ class VoiceMixer:
         self.choked = 0
         self.cut = 0
         self.rejected = 0
+        self.followed = 0
+        """Crossfades started by `follow` (ringing voices moved to a fresh render)."""
 
     # Configuration ---------------------------------------------------------------------------
 
@@ -130,10 +153,10 @@ class VoiceMixer:
 
     # Events (audio thread) -------------------------------------------------------------------
 
-    def note_on(self, pad: int, velocity: int, audio: np.ndarray, offset: int = 0) -> None:
+    def note_on(self, pad: int, velocity: int, audio: np.ndarray, offset: int = 0, lineage: int = 0) -> None:
         """Start `audio` ([T, 2] float32, C-contiguous) on `pad`, `offset` frames into the next
-        mixed block. Chokes the pad's group (other pads only) and steals the oldest held voice
-        if `polyphony` voices are held."""
+        mixed block (`lineage`: the render's, for `follow`). Chokes the pad's group (other pads
+        only) and steals the oldest held voice if `polyphony` voices are held."""
         if (not 0 <= pad < self.n_pads or not isinstance(audio, np.ndarray) or audio.ndim != 2
                 or audio.shape[1] != 2 or audio.shape[0] == 0 or audio.dtype != np.float32
                 or not audio.flags.c_contiguous):
@@ -158,6 +181,8 @@ class VoiceMixer:
         slot = self._free_slot()
         vel = self._vel[min(max(int(velocity), 0), 127)]
         self._audio[slot] = audio
+        self._next[slot] = None
+        self._lineage[slot] = lineage
         self._pad[slot] = pad
         self._pos[slot] = 0
         self._delay[slot] = offset
@@ -181,6 +206,25 @@ class VoiceMixer:
         for i in range(self._top):
             if self._audio[i] is not None and self._fade[i] < 0:
                 self._release(i, max(int(offset), 0))
+
+    def follow(self, renders: list, lineages: list[int]) -> None:
+        """Move ringing voices to their pad's fresh render: a voice whose pad's render
+        (`renders[pad]`, read before `lineages[pad]`: a publisher writes the lineage first) is
+        another array of the same lineage and length starts an equal-power crossfade to it at
+        its playhead, from the next mixed frame. A voice already crossfading, or not yet
+        started, waits; a fading-out voice follows too."""
+        for i in range(self._top):
+            audio = self._audio[i]
+            if audio is None or self._next[i] is not None:
+                continue
+            pad = self._pad[i]
+            fresh = renders[pad]
+            if (fresh is None or fresh is audio or lineages[pad] != self._lineage[i]
+                    or len(fresh) != len(audio)):
+                continue
+            self._next[i] = fresh
+            self._xpos[i] = 0
+            self.followed += 1
 
     # The block -------------------------------------------------------------------------------
 
@@ -220,6 +264,7 @@ class VoiceMixer:
         if self._fade[i] < 0:
             self._held -= 1
         self._audio[i] = None
+        self._next[i] = None
         self._fade[i] = -1
         self.active -= 1
         while self._top > 0 and self._audio[self._top - 1] is None:
@@ -275,6 +320,20 @@ class VoiceMixer:
         pos = self._pos[i]
         t = self._tmp[:k]
         np.multiply(self._audio[i][pos:pos + k], self._gain[i, :k], out=t)
+        nxt = self._next[i]
+        if nxt is not None:  # crossfading to a fresh render: old * fall + new * rise
+            x = self._xpos[i]
+            m = min(k, self.xfade - x)
+            u = self._tmp2[:k]
+            np.multiply(nxt[pos:pos + k], self._gain[i, :k], out=u)
+            np.multiply(t[:m], self._xfall[x:x + m], out=t[:m])
+            np.multiply(u[:m], self._xrise[x:x + m], out=u[:m])
+            if m < k:
+                t[m:] = 0.0  # past the crossfade: the fresh render alone
+            np.add(t, u, out=t)
+            self._xpos[i] = x + m
+            if x + m >= self.xfade:
+                self._audio[i], self._next[i] = nxt, None
         if pos < self.fade_in:
             m = min(k, self.fade_in - pos)
             np.multiply(t[:m], self._fin[pos:pos + m], out=t[:m])

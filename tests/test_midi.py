@@ -213,6 +213,7 @@ def test_port_loss_and_return(sender):
         pong = ping(out, events)
         out.send_message([0x90, 40, 1])
         assert wait_until(lambda: NoteOn(0, 40, 1) in events)
+        drained = midi._midiin  # the client the reader drains: a reconnect must never reopen it
         out.delete()
         t = time.monotonic()
         assert wait_until(lambda: not midi.connected), "the lost port was not noticed"
@@ -221,6 +222,8 @@ def test_port_loss_and_return(sender):
         out = sender(name, "knobs")  # a new client with the same port name
         assert wait_until(lambda: midi.connected), "no reconnect"
         assert midi.reconnects == 1 and midi.port_name == f"{name}:knobs"
+        assert midi._midiin is not drained  # a fresh client, swapped in
+        assert wait_until(lambda: drained not in midi._retired)  # the old one closed a poll later
         ping(out, events)
         out.send_message([0x90, 41, 2])
         assert wait_until(lambda: NoteOn(0, 41, 2) in events)

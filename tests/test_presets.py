@@ -179,6 +179,20 @@ def test_initial_defaults_to_the_untouched_position(tmp_path):
     assert alpha(p.knobs[1], p.knobs[1].initial, -1.0, 1.0) == 0.0
 
 
+def test_a_knob_affects_ringing_notes_unless_it_says_next(tmp_path):
+    p = load_preset(preset(tmp_path, """
+        [[knobs]]
+        direction = "a"
+        [[knobs]]
+        direction = "b"
+        affects = "next"
+    """))
+    assert [k.affects for k in p.knobs] == ["ringing", "next"]
+    bad = preset(tmp_path, '[[knobs]]\ndirection = "a"\naffects = "later"\n')
+    msg = error(load_preset, bad)
+    assert msg.startswith(f"{bad}: knobs[1].affects ") and "ringing, next" in msg, msg
+
+
 # ---------------------------------------------------------------- render modes
 
 

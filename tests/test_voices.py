@@ -233,3 +233,62 @@ def test_mix_and_note_on_do_not_allocate() -> None:
     assert mixer.active >= 16 and mixer.stolen > 0
     assert peak_mix < 4096, peak_mix
     assert peak_notes < 4096, peak_notes
+
+
+def test_a_ringing_voice_follows_a_fresh_render_at_its_playhead_with_an_equal_power_crossfade() -> None:
+    mixer = VoiceMixer(2, 128, xfade=256)
+    old, new = sine(440, 20000), sine(440, 20000, amp=0.25)  # the same note, 6 dB down
+    renders, lineages = [old, None], [7, 0]
+    mixer.note_on(0, 127, old, lineage=7)
+    head = run(mixer, 10)  # 1280 frames of the old render
+    renders[0] = new      # the worker publishes a fresh render of the same lineage
+    mixer.follow(renders, lineages)
+    assert mixer.followed == 1
+    tail = run(mixer, 10)
+    out = np.concatenate([head, tail])
+    np.testing.assert_allclose(out[1000:1280], old[1000:1280], atol=1e-6)  # before: the old render
+    np.testing.assert_allclose(out[1280 + 256:], new[1280 + 256:2560], atol=1e-6)  # after: the new
+    x = np.arange(1, 257) / 257 * np.pi / 2  # during: old * cos + new * sin, at the same playhead
+    np.testing.assert_allclose(out[1280:1536], old[1280:1536] * np.cos(x)[:, None]
+                               + new[1280:1536] * np.sin(x)[:, None], atol=1e-6)
+    # no click: a step no larger than the signal's own, times the equal-power crossfade's most
+    # (cos + sin <= sqrt 2 where both renders agree); a cut or a jump in time would step ~0.5
+    assert max_step(out) <= math.sqrt(2) * max(max_step(old), max_step(new))
+    mixer.follow(renders, lineages)  # already on it: nothing to do
+    assert mixer.followed == 1
+
+
+def test_a_voice_keeps_its_sound_across_lineages_and_lengths() -> None:
+    mixer = VoiceMixer(1, 128)
+    a = sine(440, 5000)
+    mixer.note_on(0, 127, a, lineage=1)
+    run(mixer, 2)
+    mixer.follow([sine(880, 5000)], [2])  # an `affects = "next"` knob moved, or a new source
+    mixer.follow([sine(880, 4000)], [1])  # another length: not a render of the same source
+    assert mixer.followed == 0
+    np.testing.assert_allclose(run(mixer, 2), a[256:512], atol=1e-7)
+
+
+def test_follow_and_crossfades_do_not_allocate() -> None:
+    frames = 1024
+    renders = [sine(100, 400 * frames, amp=0.1) for _ in range(16)]
+    mixer = VoiceMixer(16, frames, polyphony=16, xfade=frames // 2 + 3)  # crossfades span blocks
+    lineages = [0] * 16
+    out = np.zeros((frames, 2), np.float32)
+    for pad in range(16):
+        mixer.note_on(pad, 100, renders[pad])
+    fresh = [sine(100, 400 * frames, amp=0.2) for _ in range(16)]
+    mixer.follow(renders, lineages)
+    mixer.mix(out)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(100):
+            renders[i % 16] = fresh[i % 16] if renders[i % 16] is not fresh[i % 16] else renders[(i + 1) % 16]
+            mixer.follow(renders, lineages)
+            mixer.mix(out)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert mixer.followed > 16
+    assert peak < 4096, peak

@@ -123,6 +123,8 @@ class RenderStats:
     """Compute time of the last render (steer + decode + resample), ms."""
     last_latency_ms: float = 0.0
     """Knob move -> that pad's fresh render published, ms, for the last render."""
+    busy: int = 0
+    """Bumped as a render starts and again as it ends: odd while one runs."""
 
 
 class RenderWorker:
@@ -289,6 +291,8 @@ class RenderWorker:
     def _stale(self) -> int | None:
         """The stale pad to render next: a pad that is sounding now first (its ringing notes
         follow the render), then the most recently played, then pad order."""
+        if not any(src is not None and done < self._version for src, done in zip(self.sources, self._done)):
+            return None  # (the idle poll's path: it builds nothing)
         ringing = getattr(self._knobs, "ringing_pads", None)
         sounding = ringing() if ringing is not None else ()
         best, best_key = None, (False, -1.0)
@@ -344,6 +348,14 @@ class RenderWorker:
     def _render_pad(self, pad: int, sound: PadSound, alpha: np.ndarray, version: int,
                     since: float, lineage: int = 0) -> str:
         """Render one pad and publish it (slot, analysis, stats); '' or the render's error."""
+        self.stats.busy += 1
+        try:
+            return self._render_and_publish(pad, sound, alpha, version, since, lineage)
+        finally:
+            self.stats.busy += 1
+
+    def _render_and_publish(self, pad: int, sound: PadSound, alpha: np.ndarray, version: int,
+                            since: float, lineage: int) -> str:
         t0 = time.perf_counter()
         error = ""
         try:

@@ -128,6 +128,7 @@ BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {
     "export_onnx": bench_export_onnx,
     "live_render": bench_live.bench_live_render,
     "live_callback": bench_live.bench_live_callback,
+    "live_modulation": bench_live.bench_live_modulation,
     "live_jack": bench_live.bench_live_jack,
     "live_oscfeed": bench_live.bench_live_oscfeed,
     "live_capture": bench_live.bench_live_capture,

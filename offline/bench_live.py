@@ -123,6 +123,69 @@ def bench_live_render(o) -> dict[str, float]:
                   "render/provider_cpu": float(bundle.provider.startswith("CPU"))}
 
 
+def bench_live_modulation(o) -> dict[str, float]:
+    """A knob move heard, `small` model, faithful, 2 cores: `knob_to_all_pads_ms`, from the move
+    until all 16 pads' renders hold it (RenderWorker.wait_fresh); `knob_to_ringing_ms`, from the
+    move (a CC stored by the callback) until a ringing voice is half-way through its crossfade to
+    the fresh render, with the callback paced at 48 kHz / 128 frames on a thread of its own and
+    one pad ringing (the worker renders sounding pads first)."""
+    import threading
+
+    from steerpad.realtime.engine import Engine
+    from steerpad.realtime.events import NoteOn
+
+    repeats = 3 if o.quick else 15
+    bundle, preset = _setup(o.quick)
+    out: dict[str, float] = {}
+    with Engine(bundle, preset, 48000, 128) as engine:
+        engine.start(wait=None)
+        all_pads = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
+            engine.worker.wait_fresh()
+            all_pads.append((time.perf_counter() - t0) * 1e3)
+        stop, moved = threading.Event(), []
+
+        def callback() -> None:  # paced like the audio thread
+            block = np.zeros((128, 2), np.float32)
+            period, t = 128 / 48000, time.perf_counter()
+            while not stop.is_set():
+                f = engine.mixer.followed
+                engine.process(block)
+                if engine.mixer.followed != f:
+                    moved.append(time.perf_counter())
+                t += period
+                time.sleep(max(0.0, t - time.perf_counter()))
+
+        thread = threading.Thread(target=callback, daemon=True)
+        thread.start()
+        ringing = []
+        half_xfade_ms = engine.mixer.xfade / 2 / 48000 * 1e3
+        try:
+            for i in range(repeats):
+                engine.handle(NoteOn(9, 36, 100))
+                time.sleep(0.15)
+                n, t0 = len(moved), time.perf_counter()
+                engine.set_knob(0, 0.5 + 0.4 * (-1) ** i)
+                deadline = t0 + 2.0
+                while len(moved) == n and time.perf_counter() < deadline:
+                    time.sleep(0.0005)
+                if len(moved) > n:
+                    ringing.append((moved[n] - t0) * 1e3 + half_xfade_ms)
+                engine.worker.wait_fresh()
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            thread.join()
+        seconds = engine.worker.slots[0].shape[0] / 48000
+    for key, v in (("knob_to_all_pads_ms", all_pads), ("knob_to_ringing_ms", ringing)):
+        out[f"live_modulation.{key}/p50"] = float(np.median(v)) if v else float("nan")
+        out[f"live_modulation.{key}/p90"] = float(np.percentile(v, 90)) if v else float("nan")
+    return out | {"live_modulation/ringing_measured": float(len(ringing)),
+                  "live_modulation/one_shot_s": seconds}
+
+
 def bench_live_callback(o) -> dict[str, float]:
     """The audio callback's body (Engine.process) at 48 kHz / 128 frames with 16 voices sounding
     and the master bus: time per block, p50 / p99, and p99 as a share of the block period."""

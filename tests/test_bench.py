@@ -36,6 +36,9 @@ def test_quick_run_prints_table_and_json(tmp_path, capsys):
     assert live["render/one_shot_s"] > 0.9  # a 1 s one-shot, resampled to 48 kHz
     cb = r["live_callback"]
     assert 0 < cb["callback/p50_ms"] <= cb["callback/p99_ms"] and cb["callback/mean_voices"] > 12
+    m = r["live_modulation"]
+    assert m["live_modulation/ringing_measured"] >= 2  # every ringing voice took the fresh render
+    assert 0 < m["live_modulation.knob_to_ringing_ms/p50"] < m["live_modulation.knob_to_all_pads_ms/p90"]
     j = r["live_jack"]
     assert j["jack/hits"] >= 10 and j["jack/within_one_block"] > 0.5
     assert j["jack/xruns_steerpad"] >= 0 and j["jack/xruns_plain_client"] >= 0

@@ -115,7 +115,8 @@ def test_objective_overfits_a_tiny_batch(store):
             loss.backward()
             opt.step()
             losses.append(metrics["loss/train"])
-    assert set(metrics) == {"loss/train", "stft/train", "wave/train", "env/train", "kl/train"}
+    assert set(metrics) == {"loss/train", "stft/train", "wave/train", "env/train", "kl/train",
+                            "transient/train"}
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 

@@ -39,10 +39,6 @@ from steerpad.realtime.presets import Preset, load_preset
 
 TAIL_S = 0.25
 """Silence kept after the last voice ends (the master bus' lookahead and release)."""
-RING_EVERY_S = 0.05
-"""While knobs move, the bounce re-renders the pads whose notes are ringing at most this often
-(performance time) and they crossfade to it, as live (where the render worker takes them first
-as fast as it renders); the next hit of any pad always hears the knobs as they are."""
 MAX_DURATION_S = 3600.0
 """The longest performance (its last event, seconds) rendered without --max-duration: an hour
 of stereo float at 48 kHz is a 1.4 GB WAV."""
@@ -133,7 +129,6 @@ def stream(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]],
         block = np.zeros((size, 2), np.float32)
         i = done = quiet = longest = 0
         peak = 0.0
-        heard, rung = engine.knob_serial, -int(RING_EVERY_S * rate)
         while quiet < tail:
             start = done * size
             while i < len(events) and events[i][0] < start + size:
@@ -149,16 +144,8 @@ def stream(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]],
                             longest = max(longest, worker.slots[pad].shape[0])
                     engine.handle(event, offset=max(0, when - start))
                 else:
-                    engine.handle(event)  # knobs move: the next hits, and the ringing notes below
+                    engine.handle(event)  # knobs move; renders wait for the next hit
                 i += 1
-            if engine.knob_serial != heard and start - rung >= RING_EVERY_S * rate:
-                ringing = sorted(engine.ringing_pads())  # their notes follow the knobs, as live
-                if ringing:
-                    failed = worker.refresh(ringing)
-                    if failed:
-                        raise RuntimeFailure(f"render: {failed[0]} at {start / rate:.3f} s; the bounce "
-                                             "stopped and wrote nothing (check the bundle)")
-                heard, rung = engine.knob_serial, start
             engine.process(block)
             write(block)
             if on_block is not None:

@@ -75,8 +75,8 @@ def test_knob_sweep_rerenders_and_the_next_hit_is_louder(live):
             if engine.knobs[louder] == value / 127:
                 break
         assert engine.knobs[louder] == value / 127, (value, engine.knobs[louder])
+        assert engine.worker.wait_fresh(60)  # (it waits for the worker to take the knobs first)
         assert np.array_equal(engine.worker.alpha, engine.alpha())  # the worker has its alpha
-        assert engine.worker.wait_fresh(60)
 
     centre = hit_alone()
     renders = engine.worker.stats.renders

@@ -201,9 +201,6 @@ class Engine:
         """Every input block (full duplex), for capture (read off the audio thread)."""
         self.monitor = False
         """Mix the live input into the output (before the master bus)."""
-        self._monitor = np.zeros((2, self.blocksize), np.float32)
-        self._monitor_cols = (self._monitor[0], self._monitor[1])
-        """The monitor mix's scratch columns (contiguous), made once."""
         self.capture = None
         """A Capture (capture.py) or None: sees every event first, to catch its arm presses."""
         self._knob_scales = [(i, tuple(self.bundle.directions[i].scale(m) for m in MODES))
@@ -336,16 +333,13 @@ class Engine:
         self.load[self.blocks % LOAD_RING] = time.perf_counter() - t0
         self.blocks += 1
 
-    def _monitor_mix(self, out: np.ndarray, inp: np.ndarray) -> None:
-        """out += the input (a mono input on both sides), column by column through the
-        preallocated scratch: a broadcasting add would allocate a block-sized temporary."""
+    @staticmethod
+    def _monitor_mix(out: np.ndarray, inp: np.ndarray) -> None:
+        """out += the input (a mono input on both sides), column by column: same-shape adds in
+        place, where a broadcasting one would allocate a block-sized temporary."""
         last = inp.shape[1] - 1
-        for start in range(0, out.shape[0], self.blocksize):
-            o, i = out[start:start + self.blocksize], inp[start:start + self.blocksize]
-            for c in range(2):
-                col = self._monitor_cols[c][:o.shape[0]]
-                np.copyto(col, i[:, min(c, last)])
-                np.add(o[:, c], col, out=o[:, c])
+        for c in range(2):
+            np.add(out[:, c], inp[:, min(c, last)], out=out[:, c])
 
     def ringing_pads(self) -> set[int]:
         """The pads with a sounding voice (the render worker renders them first): a snapshot

@@ -108,7 +108,9 @@ class Collector:
     """When Python's garbage collector may run during play (measured on models/default with the
     engine loaded, 2 cores): a full collection of the start-up heap (~60 000 objects) holds the
     GIL for ~13 ms, five 128-frame blocks at 48 kHz, and an automatic one can start in any
-    thread that allocates, the audio callback included. So after start-up everything is
+    thread that allocates, the audio callback included (in a process that also holds torch, as
+    the tests' does, the first full collection takes far longer: with JACK's dummy driver that
+    pause dropped MIDI). So after start-up, before MIDI and audio start, everything is
     collected once and frozen (gc.freeze: the start-up heap is never scanned again; a full
     collection then costs ~1.6 ms with 20 000 new objects, gen 0/1 <= 0.2 ms); gen 0 and 1 keep
     running automatically, and gen 2 runs only from the main thread, at most every FULL_EVERY_S,
@@ -396,6 +398,11 @@ def run(args: argparse.Namespace) -> int:
                                               input_channels=input_channels))
         print("rendering pads ...", flush=True)
         engine.start(wait=None)
+        # everything is loaded and nothing plays yet: collect once (a pause that would drop audio
+        # and MIDI later), freeze, no automatic full collections from here on
+        collector = Collector(engine)
+        collector.start()
+        closing.callback(collector.stop)
         engine.monitor = args.monitor
         capture = None
         midi = MidiInput(None, port=args.midi_port,
@@ -429,9 +436,6 @@ def run(args: argparse.Namespace) -> int:
             closing.callback(reader.stop)
             view.keys = keys if reader.active else None
         closing.callback(calm)
-        collector = Collector(engine)
-        collector.start()  # everything is loaded: collect once, freeze, no automatic full collections
-        closing.callback(collector.stop)
         deadline = None if args.duration is None else time.monotonic() + args.duration
 
         def playing() -> bool:  # until --duration, or the device goes (Ctrl-C: KeyboardInterrupt)

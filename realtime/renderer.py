@@ -168,7 +168,7 @@ class RenderWorker:
         self._alpha = np.zeros((len(MODES), len(bundle.directions)), np.float32)
         self._prepared: list[Prepared | None] = [None] * n
         self._level = np.array([d.descriptor == "loudness" for d in bundle.directions], bool)
-        """The level knobs: while one is moved, the faithful change keeps the decoder's level."""
+        """The level knobs: in faithful mode their own decode part applies its level change only."""
         self.mirror_down = np.array([d.scale("faithful").mirror_down for d in bundle.directions], bool)
         """The directions whose faithful left half is their right half's change, inverted (from the
         bundle; written only by whoever owns the worker before it starts: calibration)."""
@@ -203,9 +203,10 @@ class RenderWorker:
             self._thread = None
 
     def follow(self, knobs) -> None:
-        """Take the knob state from `knobs` from now on: an object whose `knob_serial` (an int)
-        is bumped after each knob write and whose `alpha()` gives the [MODES, K] alpha for the
-        current positions. The worker thread polls the serial every POLL_S while idle and calls
+        """Take the knob state from `knobs` from now on (the Engine): its `knob_serial` (an int)
+        is bumped after each knob write, `knob_epoch` after an `affects = "next"` one, `alpha()`
+        gives the [MODES, K] alpha for the current positions and `ringing_pads()` the pads
+        sounding now. The worker thread polls the serial every POLL_S while idle and calls
         alpha() itself, so the knobs' writer (the audio callback) never takes a lock; `refresh`
         and `wait_fresh` look at it first too."""
         self._knobs = knobs
@@ -221,8 +222,7 @@ class RenderWorker:
         serial = knobs.knob_serial
         if serial != self._seen:
             self._seen = serial
-            epoch = getattr(knobs, "knob_epoch", 0)
-            alpha = knobs.alpha()
+            epoch, alpha = knobs.knob_epoch, knobs.alpha()
             with self._cond:
                 if epoch != self._epoch:  # renders of the old epoch are stale, whatever alpha is
                     self._epoch = epoch
@@ -293,8 +293,7 @@ class RenderWorker:
         follow the render), then the most recently played, then pad order."""
         if not any(src is not None and done < self._version for src, done in zip(self.sources, self._done)):
             return None  # (the idle poll's path: it builds nothing)
-        ringing = getattr(self._knobs, "ringing_pads", None)
-        sounding = ringing() if ringing is not None else ()
+        sounding = self._knobs.ringing_pads() if self._knobs is not None else ()
         best, best_key = None, (False, -1.0)
         for p, src in enumerate(self.sources):
             if src is not None and self._done[p] < self._version:

@@ -9,6 +9,7 @@ Speed targets are checked here, never in timed unit tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from steerpad.offline import bench_live
+from steerpad.offline.jackrig import cpu_load
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Options:
     """torch CPU threads (None: torch's default, all cores)."""
     device: str = "cpu"
     """torch device for the VAE benchmarks ("cuda" on a GPU machine)."""
+    load: bool = False
+    """Run with a busy loop pinned to every core (jackrig.cpu_load), as a performer's busy laptop."""
 
 
 def bench_sae_train(o: Options) -> dict[str, float]:
@@ -198,14 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device for the VAE benchmarks")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--load", action="store_true",
+                        help="run with a busy loop pinned to every core (e.g. --only live_jack --load: xruns "
+                             "beside a plain JACK client on a loaded machine)")
     args = parser.parse_args(argv)
     if args.list:
         for name, fn in BENCHES.items():
             print(f"{name:<16} {(fn.__doc__ or '').strip()}")
         return 0
-    options = Options(quick=args.quick, threads=args.threads, device=args.device)
-    report = run_benches(args.only or list(BENCHES), options,
-                         log=lambda s: print(s, file=sys.stderr, flush=True))
+    options = Options(quick=args.quick, threads=args.threads, device=args.device, load=args.load)
+    with cpu_load() if args.load else contextlib.nullcontext():
+        report = run_benches(args.only or list(BENCHES), options,
+                             log=lambda s: print(s, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     print(table(report), file=sys.stderr)
     print(text)

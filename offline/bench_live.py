@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The source tree (models/default, presets/)."""
 N_PADS = 16
 DIRECTIONS = ("brighter", "boomier", "punchier", "louder", "higher")
 
@@ -124,66 +126,50 @@ def bench_live_render(o) -> dict[str, float]:
 
 
 def bench_live_modulation(o) -> dict[str, float]:
-    """A knob move heard, `small` model, faithful, 2 cores: `knob_to_all_pads_ms`, from the move
-    until all 16 pads' renders hold it (RenderWorker.wait_fresh); `knob_to_ringing_ms`, from the
-    move (a CC stored by the callback) until a ringing voice is half-way through its crossfade to
-    the fresh render, with the callback paced at 48 kHz / 128 frames on a thread of its own and
-    one pad ringing (the worker renders sounding pads first)."""
-    import threading
-
+    """A knob move heard, on the shipped default bundle and preset (models/default,
+    presets/default.toml: 16 pads, faithful), 2 cores:
+    `knob_to_all_pads_ms`: from the move until all 16 pads' renders hold it
+    (RenderWorker.wait_fresh), the knob swept across both sides;
+    `knob_to_ringing_ms`: live on a JACK server (dummy driver, 48 kHz, 128 frames), a crash
+    cymbal (pad 9, a 1.5 s ring and more) hit through steerpad's MIDI port, `brighter` turned to
+    one end 150 ms into its ring: from the cycle the CC was sent in until the recorded output's
+    spectral centroid leaves the same hit's with the knob left alone by 5 % (the centre of the
+    first 1024-sample window that does; jackrig.turn_while_ringing)."""
+    from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, live_rig, turn_while_ringing
+    from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.engine import Engine
-    from steerpad.realtime.events import NoteOn
+    from steerpad.realtime.presets import load_preset
 
     repeats = 3 if o.quick else 15
-    bundle, preset = _setup(o.quick)
-    out: dict[str, float] = {}
-    with Engine(bundle, preset, 48000, 128) as engine:
+    bundle, preset = load_bundle(ROOT / "models" / "default"), load_preset(ROOT / "presets" / "default.toml")
+    all_pads = []
+    with Engine(bundle, preset, RATE, PERIOD) as engine:
         engine.start(wait=None)
-        all_pads = []
         for i in range(repeats):
             t0 = time.perf_counter()
-            engine.set_knob(0, 0.5 + 0.4 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
+            engine.set_knob(0, 0.5 + 0.45 * ((i % 2) * 2 - 1) * (i + 1) / repeats)
             engine.worker.wait_fresh()
             all_pads.append((time.perf_counter() - t0) * 1e3)
-        stop, moved = threading.Event(), []
-
-        def callback() -> None:  # paced like the audio thread
-            block = np.zeros((128, 2), np.float32)
-            period, t = 128 / 48000, time.perf_counter()
-            while not stop.is_set():
-                f = engine.mixer.followed
-                engine.process(block)
-                if engine.mixer.followed != f:
-                    moved.append(time.perf_counter())
-                t += period
-                time.sleep(max(0.0, t - time.perf_counter()))
-
-        thread = threading.Thread(target=callback, daemon=True)
-        thread.start()
-        ringing = []
-        half_xfade_ms = engine.mixer.xfade / 2 / 48000 * 1e3
-        try:
-            for i in range(repeats):
-                engine.handle(NoteOn(9, 36, 100))
-                time.sleep(0.15)
-                n, t0 = len(moved), time.perf_counter()
-                engine.set_knob(0, 0.5 + 0.4 * (-1) ** i)
-                deadline = t0 + 2.0
-                while len(moved) == n and time.perf_counter() < deadline:
-                    time.sleep(0.0005)
-                if len(moved) > n:
-                    ringing.append((moved[n] - t0) * 1e3 + half_xfade_ms)
-                engine.worker.wait_fresh()
-                time.sleep(0.1)
-        finally:
-            stop.set()
-            thread.join()
-        seconds = engine.worker.slots[0].shape[0] / 48000
+        pads = sum(src is not None for src in engine.worker.sources)
+    if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
+        raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
+    ringing, unaligned = [], 0
+    with live_rig(bundle, preset, "steerpad-bench-ringing") as rig:
+        for i in range(repeats):
+            turn = turn_while_ringing(rig, pad=8, cc=70, value=(127, 0)[i % 2])  # crash, brighter
+            delay = turn.delay_ms() if turn.followed else None
+            if not turn.aligned():
+                unaligned += 1  # a period was lost or late in one of the two recordings
+            elif delay is not None:
+                ringing.append(delay)
+    out: dict[str, float] = {}
     for key, v in (("knob_to_all_pads_ms", all_pads), ("knob_to_ringing_ms", ringing)):
         out[f"live_modulation.{key}/p50"] = float(np.median(v)) if v else float("nan")
         out[f"live_modulation.{key}/p90"] = float(np.percentile(v, 90)) if v else float("nan")
-    return out | {"live_modulation/ringing_measured": float(len(ringing)),
-                  "live_modulation/one_shot_s": seconds}
+    return out | {"live_modulation/pads": float(pads),
+                  "live_modulation/ringing_measured": float(len(ringing)),
+                  "live_modulation/ringing_unaligned": float(unaligned),
+                  "live_modulation/ringing_tries": float(repeats)}
 
 
 def bench_live_callback(o) -> dict[str, float]:
@@ -213,8 +199,9 @@ def bench_live_callback(o) -> dict[str, float]:
 def bench_live_jack(o) -> dict[str, float]:
     """On a JACK server (dummy driver, 48 kHz, 128 frames): note-on -> first output sample through
     steerpad's MIDI port, engine and PortAudio stream, recorded by a JACK client on the same
-    frame clock (hits of 0.1 s one-shots, each on silence); and xruns over the run (60 s;
-    --quick: 5 s) seen by steerpad's stream and by a plain JACK client started beside it."""
+    frame clock (hits of 0.1 s one-shots, each on silence, each after a knob move, so the render
+    worker renders all 16 pads while play goes on); and xruns over the run (60 s; --quick: 5 s)
+    seen by steerpad's stream and by a plain JACK client started beside it."""
     from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
 
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
@@ -229,6 +216,7 @@ def bench_live_jack(o) -> dict[str, float]:
         xruns0 = rig.stream.xruns
         t_end = time.monotonic() + seconds - 1.0
         while time.monotonic() < t_end:
+            rig.sender.send([0xB0, 70, 32 + 64 * (len(latencies) % 2)])  # the worker renders meanwhile
             t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
             if not rig.silent_before(t, threshold=1e-5):
                 late += 1  # the last hit still sounded: no clean onset to measure

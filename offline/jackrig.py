@@ -40,6 +40,17 @@ def jack_running(server: str | None = None) -> bool:
         ["jack_wait", "-s", server, "-c"], capture_output=True, text=True).stdout.strip() == "running"
 
 
+def jackd_command(name: str, rate: int = RATE, period: int = PERIOD) -> list[str]:
+    """The command line of the rig's dummy JACK server `name`, with realtime scheduling, as a
+    performer runs JACK: its driver thread and every client's process thread (steerpad's stream,
+    the rig's sender and recorder) then run SCHED_FIFO and preempt other work on the machine.
+    Without it they are time-shared with whatever else runs: with both cores busy, cycles came
+    late and whole periods went missing (a hit sounded two blocks late; two recordings of the same
+    hit were misaligned), which is what failed the JACK tests under load. Where the system refuses
+    realtime scheduling, jackd says so and runs without it."""
+    return ["jackd", "-n", name, "--realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)]
+
+
 def ensure_jackd(rate: int = RATE, period: int = PERIOD, server: str | None = None,
                  log: Path | None = None) -> bool:
     """Make the JACK server `server` run, a dummy one (no sound card) started here unless it runs
@@ -55,7 +66,7 @@ def ensure_jackd(rate: int = RATE, period: int = PERIOD, server: str | None = No
         return False
     out = open(log or os.devnull, "ab")
     server_proc = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(rate), "-p", str(period)],
+        jackd_command(name, rate, period),
         stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
     subprocess.Popen(["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
                                   f"kill {server_proc.pid} 2>/dev/null"],
@@ -69,6 +80,39 @@ def ensure_jackd(rate: int = RATE, period: int = PERIOD, server: str | None = No
             return True
         time.sleep(0.1)
     return False
+
+
+_HOG = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+"""A busy loop that ends when the process that started it does, however that ends (it is then
+re-parented)."""
+
+
+def start_cpu_load() -> list[subprocess.Popen]:
+    """One busy loop per core this process may run on, each pinned to its core (taskset, when
+    there is one): other work on a performer's laptop. Kill them with stop_cpu_load; they also
+    end with this process."""
+    import sys
+
+    pin = shutil.which("taskset") is not None
+    return [subprocess.Popen([*(["taskset", "-c", str(core)] if pin else []), sys.executable, "-c", _HOG],
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+            for core in sorted(os.sched_getaffinity(0))]
+
+
+def stop_cpu_load(hogs: list[subprocess.Popen]) -> None:
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
+
+
+@contextmanager
+def cpu_load() -> Iterator[int]:
+    """start_cpu_load for the `with` block; gives the number of busy loops."""
+    hogs = start_cpu_load()
+    try:
+        yield len(hogs)
+    finally:
+        stop_cpu_load(hogs)
 
 
 class Sender:
@@ -270,7 +314,7 @@ class LiveRig:
     def hit(self, pad: int, velocity: int = 110, listen: float = 0.3) -> tuple[int, np.ndarray]:
         """Send a note-on to pad (generic map: note 36 + pad, channel 10); return the frame it
         was sent at and the audio recorded from that frame on, `listen` seconds later.
-        The dummy JACK server drops MIDI when it xruns (it runs without realtime priority): a hit
+        The dummy JACK server drops MIDI when it xruns (rarely, at realtime priority): a hit
         that did not sound while the stream saw an xrun is sent again, at most twice."""
         for _ in range(3):
             xruns = self.stream.xruns
@@ -284,6 +328,101 @@ class LiveRig:
     def silent_before(self, frame: int, frames: int = 256, threshold: float = 1e-3) -> bool:
         i = frame - (self.recorder.start_frame or 0)
         return bool(np.abs(self.recorder.buffer[max(0, i - frames):i]).max(initial=0.0) < threshold)
+
+
+def centroids(x: np.ndarray, rate: int, win: int = 1024, hop: int = 128) -> np.ndarray:
+    """Spectral centroid (Hz) of audio [T, C] (channels averaged), one per hop, Hann window."""
+    mono = x.mean(axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(mono, win)[::hop] * np.hanning(win)
+    p = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    return (p @ np.fft.rfftfreq(win, 1 / rate)) / np.maximum(p.sum(axis=1), 1e-20)
+
+
+@dataclass
+class RingingTurn:
+    """A knob turned while a note rings, as recorded on the JACK output (turn_while_ringing)."""
+
+    plain: np.ndarray
+    """The hit with the knob left alone, [T, 2] from its onset."""
+    moved: np.ndarray
+    """The same hit with the knob turned, [T, 2] from its onset."""
+    cc: int
+    """Frames from the moved hit's onset to the cycle its CC was sent in."""
+    followed: bool
+    """Whether the ringing voice took a fresh render (the engine's follow counter moved)."""
+    rate: int
+    WIN: int = 1024
+    HOP: int = 128
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        n = min(len(self.plain), len(self.moved))
+        return (centroids(self.plain[:n], self.rate, self.WIN, self.HOP),
+                centroids(self.moved[:n], self.rate, self.WIN, self.HOP))
+
+    def aligned(self, rtol: float = 0.02) -> bool:
+        """Whether the two recordings are the same hit up to the CC (no period lost or late)."""
+        a, b = self.centroids()
+        before = (self.cc - self.WIN // 2) // self.HOP - 8
+        return before > 0 and bool(np.allclose(a[:before], b[:before], rtol=rtol))
+
+    def delay_ms(self, change: float = 0.05) -> float | None:
+        """From the CC to the centre of the first analysis window (entirely after the CC's
+        half-window) whose centroid differs from the plain hit's by more than `change`; None if
+        it never does."""
+        a, b = self.centroids()
+        first = (self.cc - self.WIN // 2) // self.HOP
+        moved_at = next((i for i in range(max(first, 0), len(a)) if abs(b[i] - a[i]) > change * a[i]), None)
+        if moved_at is None:
+            return None
+        return ((moved_at * self.HOP + self.WIN // 2) - self.cc) / self.rate * 1e3
+
+    def clicks(self) -> tuple[float, float]:
+        """(largest sample-to-sample step over the 100 ms after the CC, the signal's own: the
+        largest step of the plain hit over that span and of the moved hit after it)."""
+        span = slice(self.cc, self.cc + self.rate // 10)
+        step = float(np.abs(np.diff(self.moved[span], axis=0)).max())
+        after = self.moved[self.cc + self.rate // 10:]
+        own = max(np.abs(np.diff(self.plain[span], axis=0)).max(), np.abs(np.diff(after, axis=0)).max())
+        return step, float(own)
+
+
+def turn_while_ringing(rig: LiveRig, pad: int, cc: int, value: int, centre: int = 64,
+                       turn_after: float = 0.15, listen: float = 0.6, channel: int = 0) -> RingingTurn:
+    """Hit `pad` (generic map: note 36 + pad on channel 10) twice, each on silence: once with the
+    knobs as they are, once with CC `cc` on `channel` set to `value` `turn_after` s after the
+    note-on; then the CC goes back to `centre` and its renders are waited for. A pair that is
+    no measurement (the voice did not follow, or the two recordings differ before the CC) while
+    the stream saw an xrun or the recorder lost a period is tried again, at most twice (the dummy
+    server may drop MIDI or periods when it xruns); without one, it is what the engine did."""
+    engine, rate = rig.engine, rig.recorder.rate
+
+    def hit(turn: bool) -> tuple[np.ndarray, int]:
+        while engine.sounding():
+            time.sleep(0.01)
+        t = rig.sender.send([0x99, 36 + pad, 110])
+        sent = t
+        if turn:
+            time.sleep(turn_after)
+            sent = rig.sender.send([0xB0 | channel, cc, value])
+        time.sleep(listen)
+        audio = rig.recorder.audio_since(t).copy()
+        onset = first_onset(audio)
+        if onset is None:
+            raise AssertionError(f"pad {pad + 1} did not sound")
+        return audio[onset:], sent - t - onset
+
+    for _ in range(3):
+        xruns, gaps = rig.stream.xruns, rig.recorder.gaps
+        plain, _ = hit(False)
+        followed = engine.mixer.followed
+        moved, at = hit(True)
+        turn = RingingTurn(plain, moved, at, engine.mixer.followed > followed, rate)
+        rig.sender.send([0xB0 | channel, cc, centre])
+        time.sleep(0.05)
+        engine.worker.wait_fresh(10)
+        if (turn.followed and turn.aligned()) or (rig.stream.xruns == xruns and rig.recorder.gaps == gaps):
+            break
+    return turn
 
 
 @contextmanager

@@ -218,9 +218,10 @@ class Engine:
     # ------------------------------------------------------------ lifecycle
 
     def start(self, wait: float | None = None) -> bool:
-        """Start the render worker; wait up to `wait` s (None = forever) for the first renders."""
+        """Start the render worker; wait up to `wait` s (None = forever) for the first renders
+        and their analyses."""
         self.worker.start()
-        return self.worker.wait_fresh(wait) if wait != 0 else False
+        return self.worker.wait_fresh(wait, analysed=True) if wait != 0 else False
 
     def close(self) -> None:
         self.worker.stop()

@@ -14,7 +14,8 @@ their serial every POLL_S while idle and computes the alpha itself, so the audio
 writes them takes no lock; `set_alpha` serves direct callers. A new alpha bumps the version; the
 worker re-renders stale pads one at a time, the sounding ones first (their ringing notes follow
 the render), then the most recently played, always with the newest alpha (work for an older knob
-state is never queued, so it cannot pile up). Each finished render is
+state is never queued, so it cannot pile up); the visualizer's analyses of the renders wait until
+no pad is stale. Each finished render is
 published by replacing the pad's array reference, an atomic swap: the audio thread reads
 `slots[pad]` and always gets a finished buffer; a voice that is playing the previous one keeps
 it. A failing render keeps the previous buffer and records the error. A bounce (bounce.py)
@@ -124,7 +125,7 @@ class RenderStats:
     last_latency_ms: float = 0.0
     """Knob move -> that pad's fresh render published, ms, for the last render."""
     busy: int = 0
-    """Bumped as a render starts and again as it ends: odd while one runs."""
+    """Bumped as a render or an analysis starts and again as it ends: odd while one runs."""
 
 
 class RenderWorker:
@@ -156,8 +157,12 @@ class RenderWorker:
         self.latency_ms: list[float] = [float("nan")] * n
         """Per pad: knob move -> fresh render published, ms, for its last render."""
         self.analysis: list[PadAnalysis | None] = [None] * n
-        """Per pad: what its current render is made of (PadAnalysis), replaced with each render;
-        None before the first render or when the worker does not analyse."""
+        """Per pad: what its current render is made of (PadAnalysis), replaced after each render
+        once no pad is stale (the visualizer's read-out never delays a sound); None before the
+        first render or when the worker does not analyse."""
+        self._unanalysed: dict[int, np.ndarray] = {}
+        """Pad -> the steered latents of a published render not analysed yet (the rendering
+        thread's own: the worker's, or refresh's caller)."""
         self.errors: list[str] = [""] * n
         """Per pad: the last render error ('' when its last render worked)."""
         self.rendered: list[tuple[PadSound, float] | None] = [None] * n
@@ -270,8 +275,9 @@ class RenderWorker:
         v = self._version
         return sum(1 for p, s in enumerate(self.sources) if s is not None and self._done[p] < v)
 
-    def wait_fresh(self, timeout: float | None = None) -> bool:
-        """Block until every pad has a render of the current knob state (True) or timeout."""
+    def wait_fresh(self, timeout: float | None = None, analysed: bool = False) -> bool:
+        """Block until every pad has a render of the current knob state (True) or timeout; with
+        `analysed`, also until every render's analysis is in `analysis`."""
         if self._thread is None:
             self._sync()  # (a running worker syncs in its own thread within POLL_S)
         else:
@@ -279,7 +285,7 @@ class RenderWorker:
                 time.sleep(self.POLL_S)  # the worker has not taken the newest knobs yet
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._stale() is not None:
+            while self._stale() is not None or (analysed and self._unanalysed):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -309,15 +315,20 @@ class RenderWorker:
         while True:
             self._sync()
             with self._cond:
-                if not self._stop and (pad := self._stale()) is None:
+                pad = None if self._stop else self._stale()
+                if pad is None and not self._stop and not self._unanalysed:
                     # nothing stale: wait for set_source / stop, or the next knob poll
                     self._cond.wait(self.POLL_S if self._knobs is not None else None)
                     continue
                 if self._stop:
                     return
-                alpha, version, since = self._alpha, self._version, self._version_time
-                sound, lineage = self.sources[pad], self._lineage_of(pad)
-            self._render_pad(pad, sound, alpha, version, since, lineage)
+                if pad is not None:
+                    alpha, version, since = self._alpha, self._version, self._version_time
+                    sound, lineage = self.sources[pad], self._lineage_of(pad)
+            if pad is None:  # every pad is fresh: the visualizer's analyses, one at a time
+                self._analyse_one()
+            else:
+                self._render_pad(pad, sound, alpha, version, since, lineage)
 
     def refresh(self, pads) -> list[str]:
         """Render now, in the calling thread, each of `pads` whose render is older than the knobs
@@ -338,6 +349,8 @@ class RenderWorker:
             error = self._render_pad(pad, sound, alpha, version, since, lineage)
             if error:
                 failed.append(error)
+        while self._unanalysed:
+            self._analyse_one()
         return failed
 
     def _lineage_of(self, pad: int) -> int:
@@ -378,17 +391,28 @@ class RenderWorker:
             self.stats.renders += 1
             self.stats.last_ms, self.stats.last_latency_ms = compute, latency
             self.history.append((pad, compute, latency))
-            if self.analyse:  # for the visualizer: after the sound is out, never delaying it
-                try:
-                    self.analysis[pad] = analyse(self.bundle, self.probes, steered)
-                except Exception as e:  # noqa: BLE001 - a display must never stop the instrument
-                    self.analysis[pad] = None
-                    self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
+            if self.analyse:  # for the visualizer, once every stale pad is rendered (_analyse_one)
+                self._unanalysed[pad] = steered
         with self._cond:
             if self.sources[pad] is sound:
                 self._done[pad] = version
             self._cond.notify_all()
         return error
+
+    def _analyse_one(self) -> None:
+        """Analyse one published render that waits for it (the oldest first)."""
+        pad, steered = next(iter(self._unanalysed.items()))
+        del self._unanalysed[pad]
+        self.stats.busy += 1
+        try:
+            self.analysis[pad] = analyse(self.bundle, self.probes, steered)
+        except Exception as e:  # noqa: BLE001 - a display must never stop the instrument
+            self.analysis[pad] = None
+            self.stats.last_error = f"pad {pad + 1}: analysis failed ({type(e).__name__}: {e})"
+        finally:
+            self.stats.busy += 1
+        with self._cond:
+            self._cond.notify_all()
 
     def render(self, prepared: Prepared | PadSound, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One pad's sound for alpha [K] in its mode: [T, 2] float32 C-contiguous at out_rate, and

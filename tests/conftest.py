@@ -10,14 +10,48 @@ from pathlib import Path
 
 import pytest
 
-from steerpad.offline.jackrig import ensure_jackd
+from steerpad.offline.jackrig import ensure_jackd, start_cpu_load, stop_cpu_load
 
 JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--load", action="store_true",
+                     help="run the live (JACK) tests last, with a busy loop pinned to every core while "
+                          "they run (./scripts/test --load, CI)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test that plays through the JACK server is marked `live` (by the jack_server
+    fixture, or by hand for a test that starts a server of its own). With --load they run last,
+    in their collected order, so one run holds the idle tests and the loaded ones."""
+    for item in items:
+        if "jack_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.live)
+    if config.getoption("--load"):
+        items.sort(key=lambda item: item.get_closest_marker("live") is not None)  # (stable)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_load(request) -> None:
+    """With --load, a live test runs with one busy loop per core, each pinned to its core (as
+    other work on a performer's laptop; jackrig.start_cpu_load): started before the first live
+    test, for the rest of the run."""
+    config = request.config
+    if not config.getoption("--load") or request.node.get_closest_marker("live") is None:
+        return
+    if not getattr(config, "_steerpad_hogs", None):
+        config._steerpad_hogs = start_cpu_load()
+        print(f"\nsteerpad: {len(config._steerpad_hogs)} busy loops pinned one per core from here on")
+
+
+def pytest_unconfigure(config) -> None:
+    stop_cpu_load(getattr(config, "_steerpad_hogs", None) or [])
+
+
 @pytest.fixture(scope="session")
 def jack_server() -> None:
-    """A running JACK server (jackd -d dummy, 48 kHz, 128-frame periods), or skip."""
+    """A running JACK server (jackd --realtime -d dummy, 48 kHz, 128-frame periods), or skip."""
     if not JACK_OK:
         pytest.skip("no JACK server: install jackd2 (./scripts/test does)")
 

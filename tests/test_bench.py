@@ -16,7 +16,7 @@ def test_quick_run_prints_table_and_json(tmp_path, capsys):
     report = json.loads(captured.out)
     assert json.loads(out.read_text()) == report
     assert set(report["results"]) == set(bench.BENCHES)
-    assert report["options"] == {"quick": True, "threads": None, "device": "cpu"}
+    assert report["options"] == {"quick": True, "threads": None, "device": "cpu", "load": False}
     r = report["results"]
     assert r["sae_train"]["sae/vectors_per_s"] > 0 and r["sae_train"]["sae/n_features"] == 4096
     for config in ("vae_small", "vae_sao"):

@@ -218,7 +218,7 @@ def test_each_render_comes_with_what_it_is_made_of(rig):
         assert a.frame_s == pytest.approx(bundle.hop / bundle.sample_rate)
         quiet = a.probe["loudness"].mean()
         engine.set_knob(1, 1.0)  # louder
-        assert engine.worker.wait_fresh(60)
+        assert engine.worker.wait_fresh(60, analysed=True)
         assert engine.worker.analysis[2].probe["loudness"].mean() > quiet  # the probe hears it
         engine.handle(note(2))
         engine.process(np.zeros((256, 2), np.float32))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from steerpad.offline.cli import main
-from steerpad.offline.jackrig import jack_running
+from steerpad.offline.jackrig import jack_running, jackd_command
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.limits import (
     BLOCKSIZE_MAX,
@@ -138,8 +138,7 @@ class Server:
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen:
-        proc = subprocess.Popen(["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", "48000",
-                                 "-p", "128"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(jackd_command(self.name), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while not jack_running(self.name):
@@ -208,6 +207,7 @@ def ended(live: subprocess.Popen, tmp_path: Path, within: float) -> tuple[int, l
 
 
 @pytest.mark.slow
+@pytest.mark.live
 def test_live_exits_1_in_one_line_when_the_jack_server_stops(server, tmp_path):
     live = start_live(server, tmp_path)  # with the status view
     server.proc.terminate()
@@ -243,6 +243,7 @@ def test_ctrl_c_twice_ends_live_cleanly(server, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.live
 def test_live_exits_1_when_the_jack_server_hangs(server, tmp_path):
     """A server that stops answering (SIGSTOP) ends play after the watchdog's 2 s of silence; the
     JACK clients that cannot close are left to the process's end."""

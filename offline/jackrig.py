@@ -115,7 +115,35 @@ def cpu_load() -> Iterator[int]:
         stop_cpu_load(hogs)
 
 
-class Sender:
+class _RigClient:
+    """A JACK-Client client of the rig, whose process callback is Python. Closing one is where a
+    test run once hung for good: jack_deactivate stops the client's process thread with a thread
+    cancel, and a thread cancelled while it waits for (or holds) the GIL takes the GIL down with
+    it, so every Python thread waits forever (seen under load: all threads in futex waits, the
+    main thread unable even to start a thread). So close() first makes the callback return at
+    once (`_quiet`, read first thing in every callback), lets two cycles pass so it never waits
+    long for the GIL, and only then deactivates, from a thread of its own, waited for at most
+    `timeout` s (the dummy server once never answered a deactivate). live_rig closes these last,
+    after steerpad's stream, MIDI and render worker, so that no other thread competes for the
+    GIL meanwhile."""
+
+    client: Any
+    _quiet = False
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._quiet = True
+        time.sleep(2 * self.client.blocksize / self.client.samplerate + 0.005)
+
+        def shut() -> None:
+            self.client.deactivate()
+            self.client.close()
+
+        closer = threading.Thread(target=shut, name=f"jack-close-{self.client.name}", daemon=True)
+        closer.start()
+        closer.join(timeout)
+
+
+class Sender(_RigClient):
     """Sends queued MIDI messages at the start of the next JACK cycle; records each message's
     JACK frame time."""
 
@@ -131,6 +159,8 @@ class Sender:
 
     def _process(self, frames: int) -> None:
         self.port.clear_buffer()
+        if self._quiet:
+            return
         t = self.client.last_frame_time
         while self._queue:
             msg = self._queue.popleft()
@@ -158,20 +188,8 @@ class Sender:
         self.client.connect(self.port, ports[0])
         return ports[0]
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Deactivate and close the client, waiting at most `timeout` s: once, under load, the
-        dummy server never answered a deactivate (a test run hung in jack_deactivate after the
-        test itself had passed), so the client is left behind rather than the caller."""
-        def shut() -> None:
-            self.client.deactivate()
-            self.client.close()
 
-        closer = threading.Thread(target=shut, name="jack-sender-close", daemon=True)
-        closer.start()
-        closer.join(timeout)
-
-
-class Recorder:
+class Recorder(_RigClient):
     """Records two input ports into a preallocated buffer, with the JACK frame time of its
     first sample."""
 
@@ -192,6 +210,8 @@ class Recorder:
         self.client.activate()
 
     def _process(self, frames: int) -> None:
+        if self._quiet:
+            return
         t = self.client.last_frame_time
         if self.start_frame is None:
             self.start_frame = t
@@ -224,12 +244,8 @@ class Recorder:
         i = max(0, frame - (self.start_frame or 0))
         return self.buffer[i:self.written]
 
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
 
-
-class Player:
+class Player(_RigClient):
     """Plays audio into other clients' input ports (steerpad's live input): play() starts a
     buffer at the next JACK cycle and returns that cycle's frame time."""
 
@@ -248,6 +264,10 @@ class Player:
         self.client.activate()
 
     def _process(self, frames: int) -> None:
+        if self._quiet:
+            for port in self.ports:
+                port.get_array().fill(0.0)
+            return
         if self._pending is not None:
             self._audio, self._i, self._pending = self._pending, 0, None
             self.started.append(self.client.last_frame_time)
@@ -289,10 +309,6 @@ class Player:
         for src, dst in zip(self.ports, ins):
             self.client.connect(src, dst)
         return ins
-
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
 
 
 def first_onset(audio: np.ndarray, threshold: float = 1e-3) -> int | None:
@@ -453,7 +469,9 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: i
         time.sleep(0.3)
         yield LiveRig(engine, stream, midi, sender, rec, player)
     finally:
-        for closing in (player, sender, stream, midi, rec, engine):
+        # steerpad first (its stream stops calling Python before PortAudio deactivates, and its
+        # render worker stops), then the rig's own clients (see _RigClient)
+        for closing in (stream, midi, engine, player, sender, rec):
             if closing is not None:
                 (closing.stop if closing is midi else closing.close)()
 

@@ -29,16 +29,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("steerpad.offline.evaluate", "measure a bundle's steering on held-out one-shots"),
     "live": ("steerpad.realtime.live", "play a bundle from a MIDI controller, live"),
     "render": ("steerpad.realtime.bounce", "render a MIDI performance to a WAV file (a bounce)"),
+    "config": ("steerpad.realtime.config", "show the config file's path and each resolved default"),
+    "demo": ("steerpad.realtime.demo", "bounce (and play) the shipped demo performance into ./out"),
     "devices": ("steerpad.realtime.devices", "list audio devices and MIDI ports"),
     "learn": ("steerpad.realtime.learn", "MIDI learn: touch pads and knobs, write a controller map"),
 }
 
 
+EXIT_CODES = ("exit codes: 0 done, 1 a runtime failure (the audio server stopped, a full disk, a bug), "
+              "2 bad input or usage, 130 Ctrl-C (143 SIGTERM, 129 SIGHUP)")
+
+
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: steerpad COMMAND [options]   (steerpad COMMAND --help for its options)", ""]
+    lines = ["usage: steerpad COMMAND [options]   (steerpad COMMAND --help for its options)",
+             "       steerpad --version", ""]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "live, render and demo play the shipped default bundle and preset unless given "
+              "--bundle / --preset.", EXIT_CODES]
     return "\n".join(lines)
+
+
+def version() -> str:
+    """steerpad's installed version (its distribution's metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("steerpad")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install steerpad)"
 
 
 def _pick(argv: list[str]) -> tuple[str, list[str]] | None:
@@ -56,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"steerpad {version()}")
         return 0
     picked = _pick(argv)
     if picked is None:
@@ -92,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(name: str, module_name: str, help_: str, rest: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=f"steerpad {name}", description=help_)
+    parser = argparse.ArgumentParser(prog=f"steerpad {name}", description=help_, epilog=EXIT_CODES)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

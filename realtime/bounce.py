@@ -27,7 +27,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
-from steerpad.realtime import oscfeed
+from steerpad.realtime import config, oscfeed
 from steerpad.realtime.bundle import Bundle, load_bundle
 from steerpad.realtime.engine import Engine
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
@@ -271,8 +271,7 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("performance", type=Path, help="a standard MIDI file (.mid)")
-    parser.add_argument("--bundle", type=Path, required=True, help="the bundle folder")
-    parser.add_argument("--preset", type=Path, required=True, help="a preset TOML (presets/*.toml)")
+    config.add_sound_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="the WAV file to write")
     parser.add_argument("--sample-rate", type=int, default=48000)
     parser.add_argument("--blocksize", type=int, default=256)
@@ -298,10 +297,11 @@ def run(args: argparse.Namespace) -> int:
         raise SteerpadError(f"{args.performance}: {what}; give a standard MIDI file (.mid)")
     sender = None if args.osc is None else oscfeed.OscSender(*oscfeed.parse_target(args.osc))
     rate = oscfeed.check_rate(args.osc_rate)
-    bundle = load_bundle(args.bundle)
-    preset = load_preset(args.preset)
+    bundle_dir, preset_path = config.sound_paths(args)
+    bundle = load_bundle(bundle_dir)
+    preset = load_preset(preset_path)
     # every file the render reads (a pad's sample may be an earlier bounce): refused now, not after
-    inputs = (args.performance, args.bundle, args.preset, *preset.files())
+    inputs = (args.performance, bundle_dir, preset_path, *preset.files())
     claim_output(args.out, "wav", inputs=inputs, force=True)
     if args.features is not None:
         claim_output(args.features, "features", option="--features", inputs=(*inputs, args.out), force=True)

@@ -1,25 +1,24 @@
-"""`./scripts/demo`: bounces presets/demo.mid with models/default and presets/default.toml to
-out/demo.wav, writes its feature stream (out/demo.jsonl) and a picture of it (out/demo.png:
-waveform, spectrogram, knob lanes), prints where they are, and plays the performance live (the
+"""`steerpad demo` (and `./scripts/demo`): bounces the shipped demo performance (presets/demo.mid)
+with the default bundle and preset to out/demo.wav in the current folder, writes its feature
+stream (out/demo.jsonl) and a picture of it (out/demo.png: waveform, spectrogram, knob lanes;
+needs matplotlib, the `demo` extra), prints where they are, and plays the performance live (the
 engine on the audio output, fed by the MIDI file in real time) when an output device exists.
 
-    python -m steerpad.realtime.demo [--out DIR] [--no-play] [--audio-device D] [--bundle B] [--preset P]
-                                     [--midi M]
+    steerpad demo [--out DIR] [--no-play] [--audio-device D] [--bundle B] [--preset P] [--midi M]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from steerpad.realtime import config, shipped
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import NoteOn
 
-ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 48000
 
 
@@ -163,43 +162,37 @@ def play_live(bundle_dir: Path, preset_path: Path, midi: Path, device=None,
                 "xruns": stream.xruns, "callback_errors": stream.callback_errors}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", type=Path, default=ROOT / "models" / "default")
-    ap.add_argument("--preset", type=Path, default=ROOT / "presets" / "default.toml")
-    ap.add_argument("--midi", type=Path, default=ROOT / "presets" / "demo.mid")
-    ap.add_argument("--out", type=Path, default=ROOT / "out")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    config.add_sound_arguments(ap)
+    ap.add_argument("--midi", type=Path, default=None,
+                    help="the performance (default: the shipped demo performance)")
+    ap.add_argument("--out", type=Path, default=Path("out"),
+                    help="the folder to write demo.wav, demo.jsonl and demo.png to (default: ./out)")
     ap.add_argument("--no-play", action="store_true", help="do not play the performance live")
     ap.add_argument("--audio-device", default=None, help="output device (default: the system's)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Bounce, draw and (unless --no-play) play; SteerpadError for bad input (`steerpad` prints it)."""
+    bundle, preset = config.sound_paths(args)
+    midi = args.midi if args.midi is not None else shipped.demo_performance()
+    if not midi.is_file():
+        raise SteerpadError(f"{midi}: no such MIDI file; give a standard MIDI file with --midi")
+    wav, jsonl, counters = render(bundle, preset, midi, args.out)
     try:
-        if not args.midi.is_file():
-            raise SteerpadError(f"{args.midi}: no such MIDI file")
-        wav, jsonl, counters = render(args.bundle, args.preset, args.midi, args.out)
         png = plot(wav, jsonl, args.out / "demo.png")
-    except SteerpadError as e:
-        print(f"steerpad demo: error: {e}", file=sys.stderr)
-        return 2
+    except ImportError:  # a performer's install without the `demo` extra
+        png = None
     print(f"steerpad demo: {counters['seconds']:.1f} s, {counters['events']} MIDI events, "
           f"{counters['renders']} renders, peak {counters['peak_dbfs']:.1f} dBFS")
     print(f"  audio     {wav}")
-    print(f"  picture   {png}")
+    print(f"  picture   {png or 'not drawn: it needs matplotlib (pip install steerpad[demo])'}")
     print(f"  features  {jsonl}  (scripts/osc_monitor --replay {jsonl} sends them over OSC)")
     if not args.no_play:
         print("  playing it live (Ctrl-C stops) ...")
-        try:
-            live = play_live(args.bundle, args.preset, args.midi, args.audio_device)
-        except SteerpadError as e:
-            print(f"steerpad demo: error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
+        live = play_live(bundle, preset, midi, args.audio_device)
         if live["played"]:
             print(f"  played live on {live['device']}: {live['hits']} hits, {live['xruns']} xruns")
         else:
             print(f"  not played live: {live['why']}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

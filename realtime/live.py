@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from steerpad.realtime import oscfeed
+from steerpad.realtime import config, oscfeed
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.capture import Capture, default_kit_dir
 from steerpad.realtime.engine import Engine
@@ -299,17 +299,19 @@ class LiveStream:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, required=True, help="the bundle folder")
-    parser.add_argument("--preset", type=Path, required=True, help="a preset TOML (presets/*.toml)")
+    config.add_sound_arguments(parser)
     parser.add_argument("--audio-device", default=None,
-                        help="output device name (substring) or index (default: the system's)")
+                        help="output device name (substring) or index (default: the config file's, "
+                             "else the system's)")
     parser.add_argument("--midi-port", default=None,
-                        help="MIDI input port name (substring); default: a virtual port named steerpad")
+                        help="MIDI input port name (substring); default: the config file's, else a virtual "
+                             "port named steerpad")
     parser.add_argument("--midi-port-name", default="steerpad",
                         help="the virtual MIDI port's name, when no --midi-port is given")
     parser.add_argument("--midi-api", default=None, help="jack, alsa, coremidi or winmm (default: auto)")
-    parser.add_argument("--blocksize", type=int, default=128,
-                        help=f"frames per audio block, {BLOCKSIZE_MIN}-{BLOCKSIZE_MAX} (default %(default)s)")
+    parser.add_argument("--blocksize", type=int, default=None,
+                        help=f"frames per audio block, {BLOCKSIZE_MIN}-{BLOCKSIZE_MAX} (default: the config "
+                             "file's, else 128)")
     parser.add_argument("--sample-rate", type=int, default=None,
                         help=f"Hz, {SAMPLE_RATE_MIN}-{SAMPLE_RATE_MAX} (default: the output device's rate)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -358,6 +360,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config.resolve(args, ("audio_device", "midi_port", "osc", "blocksize"))  # flags, then the config file
     check_options(args)
     target = None if args.osc is None else oscfeed.parse_target(args.osc)
     osc_rate = oscfeed.check_rate(args.osc_rate)
@@ -367,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     from steerpad.realtime.status import StatusView
 
     device = args.audio_device
-    if device is not None and device.isdigit():
+    if isinstance(device, str) and device.isdigit():
         device = int(device)
     given = [f for f, v in (("--input-channels", args.input_channels), ("--input-device", args.input_device),
                             ("--monitor", args.monitor or None), ("--kit-dir", args.kit_dir))
@@ -388,8 +391,9 @@ def run(args: argparse.Namespace) -> int:
                             f"outside {SAMPLE_RATE_MIN} to {SAMPLE_RATE_MAX} Hz: choose another rate with "
                             "--sample-rate or another device with --audio-device")
     rate = int(rate)
-    bundle = load_bundle(args.bundle)
-    preset = load_preset(args.preset)
+    bundle_dir, preset_path = config.sound_paths(args)
+    bundle = load_bundle(bundle_dir)
+    preset = load_preset(preset_path)
     print(f"steerpad live: {bundle} · preset {preset.name} · {rate} Hz, {args.blocksize} frames")
     input_channels = (args.input_channels or 1) if args.input else 0
     with contextlib.ExitStack() as closing:  # leaves in reverse: keys, feed, stream, MIDI, capture, engine

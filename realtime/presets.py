@@ -27,6 +27,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from steerpad.realtime import shipped
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
 from steerpad.realtime.faithful import MODES
@@ -39,8 +40,9 @@ KNOB_CURVES = ("linear", "exponential", "logarithmic", "s-curve")
 KNOB_AFFECTS = ("ringing", "next")
 """What a knob move reaches: `ringing`, the notes already sounding (they crossfade to the fresh
 render) and the next hits; `next`, only the next hits (a sounding note keeps its sound)."""
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
-"""The presets shipped in the source tree; `controller = "<id>"` finds PRESETS_DIR/controllers/<id>.toml."""
+PRESETS_DIR = shipped.presets_dir()
+"""The shipped presets (steerpad.presets, through importlib.resources: the wheel's copy, or the
+repository's presets/ in a checkout); `controller = "<id>"` finds PRESETS_DIR/controllers/<id>.toml."""
 KIT_PREFIX = "kit:"
 KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """As bundle.KIT_NAME (kit entry names are file names); kept here so presets load without numpy."""

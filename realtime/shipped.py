@@ -6,6 +6,8 @@ never through the source tree, so a wheel installed anywhere finds the same file
                        derived from GPL and CC-BY-SA samples, and the card carries their notes)
 
 In a source checkout (an editable install) these are the repository's own presets/ and models/.
+`live`, `render` and `demo` play the default bundle on the default preset unless the command line
+or the config file (config.py) names others.
 """
 
 from __future__ import annotations
@@ -49,3 +51,4 @@ def default_preset() -> Path:
 def demo_performance() -> Path:
     """The demo performance: a 51 s groove on the default preset's pads while each knob sweeps."""
     return presets_dir() / "demo.mid"
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from steerpad.offline.jackrig import ensure_jackd, start_cpu_load, stop_cpu_load
 
 JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
+# A developer's own config file (realtime/config.py) never reaches the tests: this one is absent.
+os.environ["STEERPAD_CONFIG"] = os.path.join(tempfile.gettempdir(), f"steerpad-tests-{os.getpid()}.toml")
 
 
 def pytest_addoption(parser) -> None:

@@ -52,9 +52,10 @@ def test_every_pad_of_the_default_preset_renders(bundle):
 
 @pytest.mark.slow
 def test_demo_bounces_the_performance(tmp_path):
-    from steerpad.realtime.demo import knob_lanes, main
+    from steerpad.offline.cli import main
+    from steerpad.realtime.demo import knob_lanes
 
-    assert main(["--out", str(tmp_path), "--no-play"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--no-play"]) == 0
     import soundfile as sf
 
     info = sf.info(str(tmp_path / "demo.wav"))

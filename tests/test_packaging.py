@@ -50,6 +50,65 @@ def test_wheel_holds_every_module_and_imports_from_site(tmp_path):
     assert Path(out.stdout.strip()).is_relative_to(site)
 
 
+@pytest.mark.slow
+def test_a_performer_installs_the_wheel_and_plays_from_any_folder(tmp_path):
+    """The wheel, installed with [cpu] into a fresh venv and run from a folder outside the clone,
+    carries the presets, controller maps, demo performance and default bundle (its model card
+    with the kit's licence notes; not the report pictures), and plays them with no flags."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("steerpad-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in ("presets/default.toml", "presets/example.toml", "presets/demo.mid",
+                    "presets/controllers/generic.toml", "presets/controllers/akai_mpd218.toml",
+                    "models/default/manifest.json", "models/default/decoder.onnx",
+                    "models/default/MODEL_CARD.md", "models/default/kit/crash.flac"):
+        assert f"steerpad/{shipped}" in names, f"{shipped} missing from the wheel"
+    assert not any("/report/" in n for n in names)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    done = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                           f"{wheel}[cpu]"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stage = tmp_path / "stage"  # the performer's folder: no checkout in sight
+    stage.mkdir()
+    (stage / "demo.mid").write_bytes((ROOT / "presets" / "demo.mid").read_bytes())
+    (stage / "mine.toml").write_text((ROOT / "presets" / "example.toml").read_text())
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(stage), "LANG": "C.UTF-8"}
+
+    def steerpad(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(venv / "bin" / "steerpad"), *args], cwd=stage, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    out = steerpad("--version")
+    assert out.returncode == 0 and out.stdout.strip() == "steerpad 0.1.0", out
+    out = steerpad("render", "demo.mid", "--out", "x.wav")
+    assert out.returncode == 0, out.stderr
+    import soundfile as sf
+
+    assert sf.info(str(stage / "x.wav")).duration > 45
+    out = steerpad("render", "demo.mid", "--preset", "mine.toml", "--out", "y.wav")  # a preset copied out
+    assert out.returncode == 0, out.stderr
+    out = steerpad("demo", "--no-play")
+    assert out.returncode == 0, out.stderr
+    assert (stage / "out" / "demo.wav").is_file() and (stage / "out" / "demo.jsonl").is_file()
+    assert "it needs matplotlib" in out.stdout  # [cpu] alone draws no picture, and says so
+    where = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "from steerpad.realtime import shipped; print(shipped.default_bundle())"],
+                           cwd=stage, env=env, capture_output=True, text=True)
+    assert Path(where.stdout.strip()).is_relative_to(venv), where
+
+
+def test_version_and_help_name_the_exit_codes(capsys):
+    from steerpad.offline.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("steerpad 0.")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--version" in out and "2 bad input" in out and "130 Ctrl-C" in out and "demo" in out
+
+
 def test_realtime_and_cli_never_import_torch():
     mods = _modules("realtime") + ["steerpad.offline.cli", "steerpad.offline"]
     code = ("import importlib, sys\n"

@@ -93,6 +93,10 @@ def test_a_performer_installs_the_wheel_and_plays_from_any_folder(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (stage / "out" / "demo.wav").is_file() and (stage / "out" / "demo.jsonl").is_file()
     assert "it needs matplotlib" in out.stdout  # [cpu] alone draws no picture, and says so
+    out = steerpad("config")  # no config file yet: the shipped defaults, inside the venv
+    assert out.returncode == 0, out.stderr
+    assert f"config file: {stage / '.config' / 'steerpad' / 'config.toml'} (none" in out.stdout
+    assert "(shipped default)" in out.stdout and str(venv) in out.stdout
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "from steerpad.realtime import shipped; print(shipped.default_bundle())"],
                            cwd=stage, env=env, capture_output=True, text=True)

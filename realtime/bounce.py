@@ -237,10 +237,11 @@ def _sndfile_reason(file: sf.SoundFile, e: Exception) -> str:
 def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Event]], out: Path,
                     sample_rate: int = 48000, blocksize: int = 256, subtype: str = "FLOAT",
                     features: Path | None = None, sender=None,
-                    rate: float = oscfeed.DEFAULT_RATE, label: str = "render",
+                    rate: float = oscfeed.DEFAULT_RATE, label: str = "render", osc_realtime: bool = False,
                     max_duration: float = MAX_DURATION_S):
     """stream() with a progress bar, to the WAV `out` and the feature frames to `features`
-    (JSON lines) and/or `sender` (OSC) -> (counters, the FeatureFile or None). Both files are
+    (JSON lines) and/or `sender` (OSC; each frame at its time in the audio with `osc_realtime`)
+    -> (counters, the FeatureFile or None). Both files are
     written as the bounce goes and moved into place at the end; a failed bounce leaves neither."""
     from rich.progress import Progress
 
@@ -252,7 +253,9 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
     file = None
     try:
         file = None if features is None else oscfeed.FeatureFile(features)
-        feed = None if file is None and sender is None else oscfeed.BounceFeed(rate, file, sender)
+        feed = None
+        if file is not None or sender is not None:
+            feed = oscfeed.BounceFeed(rate, file, sender, realtime=osc_realtime)
         with Progress(transient=True) as bar:
             task = bar.add_task(label, total=None)
             counters = stream(bundle, preset, events, wav.write, sample_rate, blocksize, on_block=feed,
@@ -284,7 +287,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the feature frames as JSON lines (README: Visualizer feed)")
     parser.add_argument("--osc", nargs="?", const=f"{oscfeed.DEFAULT_HOST}:{oscfeed.DEFAULT_PORT}",
                         default=None, metavar="HOST:PORT",
-                        help="also send the frames over OSC while rendering (as fast as it renders)")
+                        help="also send the frames over OSC while rendering, each at its time in the "
+                             "audio (the render keeps pace with them)")
+    parser.add_argument("--osc-fast", action="store_true",
+                        help="with --osc: send the frames as fast as the render makes them")
     parser.add_argument("--osc-rate", type=float, default=oscfeed.DEFAULT_RATE, metavar="HZ",
                         help="feature frames per second of audio (default %(default)g)")
 
@@ -307,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
         claim_output(args.features, "features", option="--features", inputs=(*inputs, args.out), force=True)
     events = read_performance(args.performance, args.sample_rate, preset.controller.cc14, max_duration)
     counters, file = bounce_to_files(bundle, preset, events, args.out, args.sample_rate, args.blocksize,
-                                     args.subtype, args.features, sender, rate, max_duration=max_duration)
+                                     args.subtype, args.features, sender, rate, max_duration=max_duration,
+                                     osc_realtime=not args.osc_fast)
     if file is not None:
         print(f"wrote {args.features}: {file.frames} feature frames at {rate:g} Hz")
     if sender is not None:

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
           f"{counters['renders']} renders, peak {counters['peak_dbfs']:.1f} dBFS")
     print(f"  audio     {wav}")
     print(f"  picture   {png or 'not drawn: it needs matplotlib (pip install steerpad[demo])'}")
-    print(f"  features  {jsonl}  (scripts/osc_monitor --replay {jsonl} sends them over OSC)")
+    print(f"  features  {jsonl}  (steerpad-osc-monitor --replay {jsonl} sends them over OSC)")
     if not args.no_play:
         print("  playing it live (Ctrl-C stops) ...")
         live = play_live(bundle, preset, midi, args.audio_device)

@@ -108,8 +108,10 @@ class Frame:
             ("/steerpad/bands", list(self.bands)),
             ("/steerpad/onset", [self.onset]),
             ("/steerpad/voices", [self.voices]),
+            ("/steerpad/hits", [pad for pad, _ in self.pads]),
         ]
-        out += [("/steerpad/pad", [pad, velocity]) for pad, velocity in self.pads]
+        for pad, velocity in self.pads:  # one address per pad too: receivers that keep one value
+            out += [("/steerpad/pad", [pad, velocity]), (f"/steerpad/pad/{pad}", [velocity])]
         out += [(f"/steerpad/knob/{name}", [pos]) for name, pos in self.knobs.items()]
         out += [(f"/steerpad/probe/{name}", [b]) for name, b in self.probe.items()]
         if self.features:

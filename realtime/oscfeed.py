@@ -196,13 +196,19 @@ class FeatureFile:
 
 class BounceFeed:
     """The feature stream of a bounce: `bounce(..., on_block=feed)` calls it after each rendered
-    block; frames go to `file` and/or `sender` as they complete."""
+    block; frames go to `file` and/or `sender` as they complete. With `realtime` (render --osc's
+    default), each frame is sent no sooner than its time in the audio after the first one, so a
+    visualizer sees the bounce at the pace it plays (the render waits for it); the file is
+    written as fast as the render goes either way."""
 
     def __init__(self, rate: float = DEFAULT_RATE, file: FeatureFile | None = None,
-                 sender: OscSender | None = None):
+                 sender: OscSender | None = None, realtime: bool = False):
         self.rate, self.file, self.sender = check_rate(rate), file, sender
+        self.realtime = realtime
         self.frames = 0
         self._stream: FeatureStream | None = None
+        self._start: float | None = None
+        """perf_counter() at audio time 0 (set by the first frame sent in real time)."""
 
     def __call__(self, engine, block) -> None:
         if self._stream is None:
@@ -211,6 +217,12 @@ class BounceFeed:
             if self.file is not None:
                 self.file.write(frame)
             if self.sender is not None:
+                if self.realtime:
+                    if self._start is None:
+                        self._start = time.perf_counter() - frame.time
+                    wait = self._start + frame.time - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
                 self.sender.send(frame.messages())
             self.frames += 1
 

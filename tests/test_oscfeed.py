@@ -179,7 +179,8 @@ def test_frames_reach_a_python_osc_server_as_the_readme_says(receiver):
     sender.send(frame.messages())
     want = [("/steerpad/level", [0.5, 0.75]), ("/steerpad/centroid", [0.25]),
             ("/steerpad/bands", [0.1, 0.2, 0.3, 0.4]), ("/steerpad/onset", [1]), ("/steerpad/voices", [2]),
-            ("/steerpad/pad", [3, 0.8]), ("/steerpad/pad", [1, 1.0]), ("/steerpad/knob/brighter", [0.5]),
+            ("/steerpad/hits", [3, 1]), ("/steerpad/pad", [3, 0.8]), ("/steerpad/pad/3", [0.8]),
+            ("/steerpad/pad", [1, 1.0]), ("/steerpad/pad/1", [1.0]), ("/steerpad/knob/brighter", [0.5]),
             ("/steerpad/knob/louder", [1.0]), ("/steerpad/probe/centroid", [0.75]),
             ("/steerpad/features", [17, 2.5, 3, 1.25])]
     deadline = time.monotonic() + 2
@@ -196,15 +197,15 @@ def test_frames_reach_a_python_osc_server_as_the_readme_says(receiver):
 
 
 def test_osc_monitor_prints_what_arrives_and_replays_a_feature_file(receiver, tmp_path):
-    """scripts/osc_monitor: the example receiver prints each message; --replay sends a features
-    file at its frames' pace."""
+    """steerpad-osc-monitor (scripts/osc_monitor): the example receiver prints each message;
+    --replay sends a features file at its frames' pace."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "osc_monitor.py"
+    script = Path(sys.executable).parent / "steerpad-osc-monitor"  # the console script
     with socket_nobody_listens() as port:
-        monitor = subprocess.Popen([sys.executable, script, "--port", str(port), "--count", "2",
+        monitor = subprocess.Popen([script, "--port", str(port), "--count", "2",
                                     "--only", "/steerpad/pad"], stdout=subprocess.PIPE, text=True)
         try:
             assert "listening" in monitor.stdout.readline()
@@ -218,7 +219,7 @@ def test_osc_monitor_prints_what_arrives_and_replays_a_feature_file(receiver, tm
     frames = [Frame(k, (k + 1) / 10, 0.5, 0.5, 0.0, (0.0,) * 4, int(k == 2)).to_json() for k in range(4)]
     (tmp_path / "f.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
     t0 = time.monotonic()
-    subprocess.run([sys.executable, script, "--replay", tmp_path / "f.jsonl",
+    subprocess.run([script, "--replay", tmp_path / "f.jsonl",
                     "--to", f"127.0.0.1:{receiver.port}"], check=True, timeout=10)
     assert time.monotonic() - t0 >= 0.4  # paced by the frames' times, 0.1 s apart
     assert until(lambda: len(receiver.get("/steerpad/onset")) == 4)
@@ -262,6 +263,38 @@ def stub_engine(ring: AudioRing) -> SimpleNamespace:
     return SimpleNamespace(out_ring=ring, sample_rate=SR, hits=[], knobs=[0.25],
                            preset=SimpleNamespace(knobs=[knob]), sounding=lambda: [],
                            worker=SimpleNamespace(analysis=[]))
+
+
+def test_render_sends_its_frames_in_real_time_unless_told_to_hurry(receiver, tmp_path):
+    """`render --osc` sends each frame at its time in the audio (a visualizer sees the bounce at
+    the pace it plays); `--osc-fast` as fast as it renders. (Before the module's live rig opens:
+    a render opens the process's one master bus.) Every hit arrives at its own
+    /steerpad/pad/<n> address and in /steerpad/hits."""
+    import mido
+    import soundfile as sf
+
+    from steerpad.offline.cli import main
+
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: pads 1 and 3 together, then pad 2
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track += [mido.Message("note_on", channel=9, note=36, velocity=100, time=0),
+              mido.Message("note_on", channel=9, note=38, velocity=64, time=0),
+              mido.Message("note_on", channel=9, note=37, velocity=127, time=480)]
+    mid.save(str(tmp_path / "p.mid"))
+    target = f"127.0.0.1:{receiver.port}"
+    took = {}
+    for fast in (False, True):
+        out = tmp_path / f"x{int(fast)}.wav"
+        since = time.monotonic()
+        assert main(["render", str(tmp_path / "p.mid"), "--out", str(out), "--osc", target,
+                     *(["--osc-fast"] if fast else [])]) == 0
+        took[fast] = time.monotonic() - since
+        assert until(lambda since=since: len(receiver.get("/steerpad/pad/2", since)) == 1)
+        assert receiver.get("/steerpad/pad/1", since) == [[pytest.approx(100 / 127, abs=1e-3)]]
+        assert sorted(map(tuple, filter(None, receiver.get("/steerpad/hits", since)))) == [(1, 3), (2,)]
+    seconds = sf.info(str(tmp_path / "x0.wav")).duration
+    assert took[False] >= seconds - 0.1 > took[True], (took, seconds)
 
 
 def test_the_read_out_follows_the_newest_voice_and_merges_features():
@@ -609,3 +642,4 @@ def test_an_unreachable_visualizer_never_disturbs_playback(live):
     assert bogus.sender.sent == 0 and bogus.sender.errors > 0
     assert "no-such-visualizer" in bogus.sender.last_error
     assert rig.stream.callback_errors == 0
+

@@ -1,9 +1,11 @@
-"""An example receiver for steerpad's visualizer feed: a python-osc server that prints every
-message that arrives, one line each (seconds since start, address, arguments).
+"""`steerpad-osc-monitor` (a console script of the realtime install, no torch; also
+scripts/osc_monitor in a checkout): an example receiver for steerpad's visualizer feed, a
+python-osc server that prints every message that arrives, one line each (seconds since start,
+address, arguments).
 
-    scripts/osc_monitor                          # listen on 127.0.0.1:9000
-    scripts/osc_monitor --port 9001 --only /steerpad/pad /steerpad/onset
-    scripts/osc_monitor --replay bounce.jsonl --to 127.0.0.1:9000   # a bounce's frames, in time
+    steerpad-osc-monitor                          # listen on 127.0.0.1:9000
+    steerpad-osc-monitor --port 9001 --only /steerpad/pad /steerpad/onset
+    steerpad-osc-monitor --replay bounce.jsonl --to 127.0.0.1:9000   # a bounce's frames, in time
 
 --replay sends a `steerpad render --features` file at its own pace (frame times), so a
 visualizer can follow a bounce while the WAV plays.

@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +93,6 @@ def start_cpu_load() -> list[subprocess.Popen]:
     """One busy loop per core this process may run on, each pinned to its core (taskset, when
     there is one): other work on a performer's laptop. Kill them with stop_cpu_load; they also
     end with this process."""
-    import sys
-
     pin = shutil.which("taskset") is not None
     return [subprocess.Popen([*(["taskset", "-c", str(core)] if pin else []), sys.executable, "-c", _HOG],
                              stdin=subprocess.DEVNULL, start_new_session=True)
@@ -347,11 +347,12 @@ class LiveRig:
 
 
 def centroids(x: np.ndarray, rate: int, win: int = 1024, hop: int = 128) -> np.ndarray:
-    """Spectral centroid (Hz) of audio [T, C] (channels averaged), one per hop, Hann window."""
-    mono = x.mean(axis=1)
-    frames = np.lib.stride_tricks.sliding_window_view(mono, win)[::hop] * np.hanning(win)
-    p = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    return (p @ np.fft.rfftfreq(win, 1 / rate)) / np.maximum(p.sum(axis=1), 1e-20)
+    """Spectral centroid (Hz) of audio [T, C] (channels averaged), one per hop: the shared
+    descriptor (steerpad.realtime.descriptors) on `win`-sample frames."""
+    from steerpad.realtime.descriptors import SPECTRAL_NAMES, spectral_features
+
+    frames = np.lib.stride_tricks.sliding_window_view(x.mean(axis=1), win)[::hop]
+    return spectral_features(frames, rate)[:, SPECTRAL_NAMES.index("centroid")]
 
 
 @dataclass
@@ -370,14 +371,16 @@ class RingingTurn:
     WIN: int = 1024
     HOP: int = 128
 
+    @cached_property
     def centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """The plain and the moved hit's centroid tracks, over their common length."""
         n = min(len(self.plain), len(self.moved))
         return (centroids(self.plain[:n], self.rate, self.WIN, self.HOP),
                 centroids(self.moved[:n], self.rate, self.WIN, self.HOP))
 
     def aligned(self, rtol: float = 0.02) -> bool:
         """Whether the two recordings are the same hit up to the CC (no period lost or late)."""
-        a, b = self.centroids()
+        a, b = self.centroids
         before = (self.cc - self.WIN // 2) // self.HOP - 8
         return before > 0 and bool(np.allclose(a[:before], b[:before], rtol=rtol))
 
@@ -385,7 +388,7 @@ class RingingTurn:
         """From the CC to the centre of the first analysis window (entirely after the CC's
         half-window) whose centroid differs from the plain hit's by more than `change`; None if
         it never does."""
-        a, b = self.centroids()
+        a, b = self.centroids
         first = (self.cc - self.WIN // 2) // self.HOP
         moved_at = next((i for i in range(max(first, 0), len(a)) if abs(b[i] - a[i]) > change * a[i]), None)
         if moved_at is None:
@@ -498,7 +501,6 @@ def plain_client(seconds: float, name: str = "steerpad-bench-plain") -> int:
 
 if __name__ == "__main__":
     import json
-    import sys
 
     if len(sys.argv) == 3 and sys.argv[1] == "plain":
         print(json.dumps({"xruns": plain_client(float(sys.argv[2]))}))

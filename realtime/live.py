@@ -360,7 +360,8 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config.resolve(args, ("audio_device", "midi_port", "osc", "blocksize"))  # flags, then the config file
+    # flags, then the config file, then steerpad's defaults (one read of the file)
+    config.resolve(args, ("bundle", "preset", "audio_device", "midi_port", "osc", "blocksize"))
     check_options(args)
     target = None if args.osc is None else oscfeed.parse_target(args.osc)
     osc_rate = oscfeed.check_rate(args.osc_rate)
@@ -391,9 +392,8 @@ def run(args: argparse.Namespace) -> int:
                             f"outside {SAMPLE_RATE_MIN} to {SAMPLE_RATE_MAX} Hz: choose another rate with "
                             "--sample-rate or another device with --audio-device")
     rate = int(rate)
-    bundle_dir, preset_path = config.sound_paths(args)
-    bundle = load_bundle(bundle_dir)
-    preset = load_preset(preset_path)
+    bundle = load_bundle(args.bundle)
+    preset = load_preset(args.preset)
     print(f"steerpad live: {bundle} · preset {preset.name} · {rate} Hz, {args.blocksize} frames")
     input_channels = (args.input_channels or 1) if args.input else 0
     with contextlib.ExitStack() as closing:  # leaves in reverse: keys, feed, stream, MIDI, capture, engine

@@ -4,7 +4,7 @@ python-osc server that prints every message that arrives, one line each (seconds
 address, arguments).
 
     steerpad-osc-monitor                          # listen on 127.0.0.1:9000
-    steerpad-osc-monitor --port 9001 --only /steerpad/pad /steerpad/onset
+    steerpad-osc-monitor --port 9001 --only /steerpad/hits /steerpad/onset
     steerpad-osc-monitor --replay bounce.jsonl --to 127.0.0.1:9000   # a bounce's frames, in time
 
 --replay sends a `steerpad render --features` file at its own pace (frame times), so a

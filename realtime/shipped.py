@@ -33,11 +33,6 @@ def presets_dir() -> Path:
     return _folder("steerpad.presets")
 
 
-def controllers_dir() -> Path:
-    """The shipped controller maps (controllers/<id>.toml)."""
-    return presets_dir() / "controllers"
-
-
 def default_bundle() -> Path:
     """The default bundle (models/default)."""
     return _folder("steerpad.models") / "default"

@@ -197,43 +197,53 @@ def bench_live_callback(o) -> dict[str, float]:
 
 
 def bench_live_jack(o) -> dict[str, float]:
-    """On a JACK server (dummy driver, 48 kHz, 128 frames): note-on -> first output sample through
-    steerpad's MIDI port, engine and PortAudio stream, recorded by a JACK client on the same
-    frame clock (hits of 0.1 s one-shots, each on silence, each after a knob move, so the render
-    worker renders all 16 pads while play goes on); and xruns over the run (60 s; --quick: 5 s)
-    seen by steerpad's stream and by a plain JACK client started beside it."""
+    """On a JACK server (dummy driver, 48 kHz, 128 frames): note-on -> first output sample, and
+    xruns over the run (60 s; --quick: 5 s) seen by steerpad and by a plain JACK client started
+    beside it; hits of 0.1 s one-shots, each on silence, each after a knob move, so the render
+    worker renders all 16 pads while play goes on; recorded by a JACK client on the same frame
+    clock. Twice: `jack/*` through PortAudio's JACK host API with MIDI from rtmidi (a virtual
+    JACK port); `jack_client/*` as steerpad's own JACK client (realtime/jackio.py: MIDI on its
+    midi_in port, read in the process callback; --outputs pads: 34 ports), the callback's whole
+    time (ports included) as `jack_client/callback_p50_ms`, `_p99_ms`."""
     from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
 
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
     seconds = 5.0 if o.quick else 60.0
-    latencies, late = [], 0
     bundle, preset = _setup(o.quick, "short")
-    with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10) as rig:
-        plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
-                                  str(seconds)], stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)  # the plain client is up
-        xruns0 = rig.stream.xruns
-        t_end = time.monotonic() + seconds - 1.0
-        while time.monotonic() < t_end:
-            rig.sender.send([0xB0, 70, 32 + 64 * (len(latencies) % 2)])  # the worker renders meanwhile
-            t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
-            if not rig.silent_before(t, threshold=1e-5):
-                late += 1  # the last hit still sounded: no clean onset to measure
-                continue
-            onset = first_onset(audio[:RATE // 10], 1e-5)
-            if onset is not None:
-                latencies.append(onset)
-        out, _ = plain.communicate(timeout=seconds + 30)
-        xruns, plain_x = rig.stream.xruns - xruns0, json.loads(out)["xruns"]
-    lat = np.asarray(latencies, float)
-    p50 = float(np.median(lat))
-    return {"jack/trigger_p50_frames": p50, "jack/trigger_p99_frames": float(np.percentile(lat, 99)),
-            "jack/trigger_max_frames": float(lat.max()), "jack/trigger_p50_ms": p50 / RATE * 1e3,
-            "jack/within_one_block": float(np.mean(lat < 2 * PERIOD)), "jack/hits": float(lat.size),
-            "jack/skipped_hits": float(late), "jack/block_frames": float(PERIOD),
-            "jack/xruns_steerpad": float(xruns), "jack/xruns_plain_client": float(plain_x),
-            "jack/seconds": seconds}
+    out: dict[str, float] = {}
+    for backend, group in (("portaudio", "jack"), ("jack", "jack_client")):
+        latencies, late = [], 0
+        with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10, backend=backend,
+                      outputs="pads") as rig:
+            plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
+                                      str(seconds)], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # the plain client is up
+            xruns0 = rig.stream.xruns
+            t_end = time.monotonic() + seconds - 1.0
+            while time.monotonic() < t_end:
+                rig.sender.send([0xB0, 70, 32 + 64 * (len(latencies) % 2)])  # the worker renders meanwhile
+                t, audio = rig.hit(len(latencies) % N_PADS, listen=0.2)
+                if not rig.silent_before(t, threshold=1e-5):
+                    late += 1  # the last hit still sounded: no clean onset to measure
+                    continue
+                onset = first_onset(audio[:RATE // 10], 1e-5)
+                if onset is not None:
+                    latencies.append(onset)
+            plain_out, _ = plain.communicate(timeout=seconds + 30)
+            xruns, plain_x = rig.stream.xruns - xruns0, json.loads(plain_out)["xruns"]
+            callback = rig.stream.load_stats() if backend == "jack" else None
+        lat = np.asarray(latencies, float)
+        p50 = float(np.median(lat))
+        got = {"trigger_p50_frames": p50, "trigger_p99_frames": float(np.percentile(lat, 99)),
+               "trigger_max_frames": float(lat.max()), "trigger_p50_ms": p50 / RATE * 1e3,
+               "within_one_block": float(np.mean(lat < 2 * PERIOD)), "hits": float(lat.size),
+               "skipped_hits": float(late), "block_frames": float(PERIOD), "xruns_steerpad": float(xruns),
+               "xruns_plain_client": float(plain_x), "seconds": seconds}
+        if callback is not None:
+            got.update(callback_p50_ms=callback["p50_ms"], callback_p99_ms=callback["p99_ms"])
+        out.update({f"{group}/{k}": v for k, v in got.items()})
+    return out
 
 
 def bench_live_capture(o) -> dict[str, float]:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("steerpad.realtime.demo", "bounce (and play) the shipped demo performance into ./out"),
     "devices": ("steerpad.realtime.devices", "list audio devices and MIDI ports"),
     "learn": ("steerpad.realtime.learn", "MIDI learn: touch pads and knobs, write a controller map"),
+    "viz": ("steerpad.realtime.viz", "serve a live visualizer page (level, bands, hits, knobs) on 127.0.0.1"),
 }
 
 

@@ -445,35 +445,55 @@ def turn_while_ringing(rig: LiveRig, pad: int, cc: int, value: int, centre: int 
 
 
 @contextmanager
-def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: int = 0) -> Iterator[LiveRig]:
-    """steerpad live on the running JACK server: an Engine on a PortAudio stream, its MIDI input
-    as a virtual JACK port `port` fed by a Sender, its output recorded by a Recorder; with
-    input_channels, a full-duplex stream whose input a Player feeds."""
+def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: int = 0,
+             backend: str = "portaudio", outputs: str = "main") -> Iterator[LiveRig]:
+    """steerpad live on the running JACK server, its output recorded by a Recorder, its MIDI fed
+    by a Sender, and with input_channels a full-duplex stream whose input a Player feeds.
+    backend "portaudio": an Engine on a PortAudio stream, MIDI on a virtual JACK port `port`
+    (rtmidi); "jack": steerpad's own JACK client named `port` (jackio.JackStream, `outputs`),
+    MIDI on `port`:midi_in."""
+    from steerpad.realtime import jackio
     from steerpad.realtime.engine import Engine
     from steerpad.realtime.live import LiveStream
     from steerpad.realtime.midi import MidiInput
 
     rec = Recorder(seconds=seconds)
-    engine = midi = stream = sender = player = None
+    engine = midi = stream = sender = player = client = None
     try:
-        engine = Engine(bundle, preset, rec.rate, rec.period, input_channels=input_channels)
-        engine.start(wait=None)
-        midi = MidiInput(None, virtual=port, api="jack").start()
-        engine.attach_midi(midi)
-        before = set(rec.output_ports("PortAudio"))  # a stream still closing keeps its ports a while
-        stream = LiveStream(engine)
-        stream.start()
-        sender = Sender()
-        sender.connect(port)
-        rec.connect_from("PortAudio", exclude=before)
+        if backend == "jack":
+            client = jackio.open_client(port)
+            engine = Engine(bundle, preset, client.samplerate, client.blocksize,
+                            input_channels=input_channels)
+            midi = jackio.JackMidi(client, preset.controller.cc14)
+            stream = jackio.JackStream(engine, client, jackio.routing(preset, outputs), midi)
+            engine.start(wait=None)
+            stream.start()
+            sender = Sender()
+            sender.connect(f"{port}:midi_in")
+            rec.connect_from(f"{port}:main")
+            inputs = f"{port}:in_"
+        else:
+            engine = Engine(bundle, preset, rec.rate, rec.period, input_channels=input_channels)
+            engine.start(wait=None)
+            midi = MidiInput(None, virtual=port, api="jack").start()
+            engine.attach_midi(midi)
+            before = set(rec.output_ports("PortAudio"))  # a stream still closing keeps its ports a while
+            stream = LiveStream(engine)
+            stream.start()
+            sender = Sender()
+            sender.connect(port)
+            rec.connect_from("PortAudio", exclude=before)
+            inputs = "PortAudio:in"
         if input_channels:
             player = Player(input_channels)
-            player.connect_to("PortAudio:in")
+            player.connect_to(inputs)
         time.sleep(0.3)
         yield LiveRig(engine, stream, midi, sender, rec, player)
     finally:
-        # steerpad first (its stream stops calling Python before PortAudio deactivates, and its
+        # steerpad first (its stream stops calling Python before the client deactivates, and its
         # render worker stops), then the rig's own clients (see _RigClient)
+        if stream is None and client is not None:
+            client.close()
         for closing in (stream, midi, engine, player, sender, rec):
             if closing is not None:
                 (closing.stop if closing is midi else closing.close)()

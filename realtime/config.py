@@ -8,7 +8,12 @@ on Windows; $STEERPAD_CONFIG names another file).
     audio_device = "Scarlett"            # output device: a name (substring) or an index
     midi_port = "MPD218"                 # MIDI input port (substring); unset: a virtual port
     osc = "127.0.0.1:9000"               # send the visualizer feed there (live)
-    blocksize = 128                      # frames per audio block (live)
+    blocksize = 128                      # frames per audio block (live; JACK sets its own)
+    audio_backend = "auto"               # auto (JACK when a server runs), jack or portaudio
+    client_name = "steerpad"             # the JACK client's name
+    connect = "system"                   # connect main_L/R under JACK: system or a regex
+    outputs = "main"                     # JACK port pairs: main, pads or groups
+    asio = false                         # Windows: let PortAudio use ASIO drivers
 
 A value comes from the command line first, then this file, then steerpad's own default (the
 shipped bundle and preset). A bad file or value is refused like a bad preset: the file, the key
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,8 @@ class Key:
     """What a value may be, as the refusal says it."""
     default: Any = None
     """steerpad's own default (None: none; bundle and preset: the shipped ones)."""
+    choices: tuple[str, ...] = ()
+    """For a string key: the values it may take (empty: any)."""
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
@@ -52,6 +60,11 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("midi_port", str, "a MIDI input port name (string)"),
     Key("osc", str, "HOST:PORT (string), e.g. \"127.0.0.1:9000\""),
     Key("blocksize", int, f"an integer, {BLOCKSIZE_MIN} to {BLOCKSIZE_MAX} frames", 128),
+    Key("audio_backend", str, "auto, jack or portaudio", "auto", ("auto", "jack", "portaudio")),
+    Key("client_name", str, "a JACK client name (string, no ':')", "steerpad"),
+    Key("connect", str, "system or a regular expression of JACK port names (string)"),
+    Key("outputs", str, "main, pads or groups", "main", ("main", "pads", "groups")),
+    Key("asio", bool, "true or false (Windows: PortAudio's ASIO host API)", False),
 )}
 
 
@@ -93,6 +106,10 @@ def _check(path: Path, key: Key, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             raise bad
         return value
+    if key.kind is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
     if key.kind is int:
         if isinstance(value, bool) or not isinstance(value, int) or not (
                 BLOCKSIZE_MIN <= value <= BLOCKSIZE_MAX):
@@ -100,6 +117,15 @@ def _check(path: Path, key: Key, value: Any) -> Any:
         return value
     if not isinstance(value, str) or not value.strip():
         raise bad
+    if key.choices and value not in key.choices:
+        raise bad
+    if key.name == "client_name" and (":" in value or len(value) > 63):
+        raise bad
+    if key.name == "connect":
+        try:
+            re.compile(value)
+        except re.error:
+            raise bad from None
     if key.name == "osc":
         from steerpad.realtime.oscfeed import parse_target
 

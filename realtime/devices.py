@@ -8,6 +8,8 @@ so a JACK server started before `steerpad devices` runs is listed.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import rtmidi
 from rich.console import Console
@@ -19,11 +21,32 @@ from steerpad.realtime.midi import API_NAMES, list_input_ports, list_output_port
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No options: everything found is listed."""
+    """Everything found is listed."""
+    parser.add_argument("--asio", action="store_true", default=None,
+                        help="Windows: list ASIO devices too (default: the config file's asio)")
     parser.epilog = "MIDI APIs not built into python-rtmidi are not listed."
 
 
+def enable_asio(wanted: bool, from_flag: bool) -> None:
+    """ASIO on Windows: PortAudio loads its ASIO host API only with SD_ENABLE_ASIO set before
+    sounddevice is imported. --asio elsewhere is refused; the config key elsewhere does nothing."""
+    if not wanted:
+        return
+    if sys.platform != "win32":
+        if from_flag:
+            raise SteerpadError("--asio: ASIO drivers exist only on Windows; leave it out")
+        return
+    if "sounddevice" in sys.modules and not os.environ.get("SD_ENABLE_ASIO"):
+        raise SteerpadError("--asio: sounddevice was loaded without ASIO; start steerpad again")
+    os.environ["SD_ENABLE_ASIO"] = "1"
+
+
 def run(args: argparse.Namespace) -> int:
+    from steerpad.realtime import config
+
+    from_flag = args.asio is not None
+    config.resolve(args, ("asio",))
+    enable_asio(args.asio, from_flag)
     console = Console()
     audio = _audio_table()
     if isinstance(audio, str):

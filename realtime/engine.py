@@ -28,6 +28,7 @@ Shared attributes (one writer each; readers take a snapshot, never a lock):
     mixer voices, _queue, hits,        callback                        render worker
     played, dropped, load, blocks                                      (ringing_pads), status, OSC
     out_ring, in_ring                  callback (position last)        OSC feed, capture threads
+    stems (route(): made before start) callback (mix)                  the callback (JackStream)
     monitor                            key reader / main thread        callback
     midi (its MidiInput._midiin)       main thread (attach_midi); the  callback (drain)
                                        port watcher swaps a fresh one
@@ -213,7 +214,20 @@ class Engine:
         """Bumped when a knob with `affects = "next"` moves (before knob_serial): renders of a
         newer epoch never reach a voice that started before it (VoiceMixer.follow)."""
         self._affects_next = [k.affects == "next" for k in preset.knobs]
+        self.stems: np.ndarray | None = None
+        """[buses, blocksize, 2]: each block's pad voices split by bus (route()), before the
+        master bus; None: no stems (the default)."""
         self.worker.follow(self)
+
+    def route(self, bus_of_pad: list[int], buses: int) -> None:
+        """Split every block's voices into `buses` stems (Engine.stems) as well: pad p's voices go
+        to stem bus_of_pad[p] (-1: none), after pad gain, pan and velocity, before the master bus
+        (so no limiter). Call before start()."""
+        if len(bus_of_pad) != self.mixer.n_pads or not all(-1 <= b < buses for b in bus_of_pad):
+            raise ValueError(f"bus_of_pad must give each of {self.mixer.n_pads} pads a bus < {buses} or -1")
+        for pad, bus in enumerate(bus_of_pad):
+            self.mixer.set_bus(pad, bus)
+        self.stems = np.zeros((buses, self.blocksize, 2), np.float32)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -323,7 +337,7 @@ class Engine:
             self.hits.append(Hit(pad, velocity, t0))
             self.played += 1
         mixer.follow(self.worker.slots, self.worker.lineage)  # ringing notes take fresh renders
-        mixer.mix(out)
+        mixer.mix(out, self.stems)
         if inp is not None:
             self.in_ring.write(inp)
             if self.monitor:

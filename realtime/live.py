@@ -23,19 +23,18 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import faulthandler
 import gc
 import math
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from steerpad.realtime import config, oscfeed
+from steerpad.realtime import config, jackio, oscfeed, viz
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.capture import Capture, default_kit_dir
+from steerpad.realtime.devices import enable_asio
 from steerpad.realtime.engine import Engine
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.keys import KeyReader, LiveKeys
@@ -47,16 +46,11 @@ from steerpad.realtime.limits import (
     check_audio_options,
 )
 from steerpad.realtime.presets import load_preset
+from steerpad.realtime.waits import CLOSE_S, exit_soon, finishes
 
 STALL_S = 2.0
 """No audio block for this long (or 4 blocks' time, if longer) while the stream runs: the device
 is gone."""
-CLOSE_S = 1.0
-"""How long closing waits for PortAudio to stop the stream, or for rtmidi to close the MIDI
-port, before leaving it behind (a JACK server that hangs never answers either)."""
-EXIT_S = 2.0
-"""With a JACK server that hangs, the process ends this long after play stopped (_exit_soon)."""
-_devnull = None
 
 
 def _exit_portaudio() -> None:
@@ -92,16 +86,6 @@ def _forget_portaudio() -> None:
     handler = getattr(sd, "_exit_handler", None)
     if handler is not None:
         atexit.unregister(handler)
-
-
-def _exit_soon() -> None:
-    """With a JACK server that hangs, anything closing a JACK client waits on it forever: rtmidi
-    does so when its objects are freed, holding the GIL, at the latest as the interpreter shuts
-    down. So after the one-line error the process ends EXIT_S from now whatever still waits:
-    faulthandler's watchdog (a C thread, no GIL needed) calls _exit(1), its dump discarded."""
-    global _devnull
-    _devnull = _devnull or open(os.devnull, "w")
-    faulthandler.dump_traceback_later(EXIT_S, exit=True, file=_devnull)
 
 
 class Collector:
@@ -147,16 +131,6 @@ class Collector:
             gc.set_threshold(*self._saved)
             gc.unfreeze()
             self._saved = None
-
-
-def _finishes(work: Callable[[], None], timeout: float, name: str) -> bool:
-    """Run work() on a daemon thread; whether it finished within `timeout` s. What hangs (a JACK
-    call to a server that stopped answering) is left behind; the main thread stays free for
-    Ctrl-C, and the process can still exit."""
-    worker = threading.Thread(target=work, name=name, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return not worker.is_alive()
 
 
 class LiveStream:
@@ -278,9 +252,9 @@ class LiveStream:
         if self.check() is not None:
             _forget_portaudio()
             if self.hung:
-                _exit_soon()
+                exit_soon()
             return
-        if not _finishes(self._abort_and_close, CLOSE_S, "steerpad-audio-close"):  # it hangs: leave it
+        if not finishes(self._abort_and_close, CLOSE_S, "steerpad-audio-close"):  # it hangs: leave it
             self.failure = (f"audio device {self.device_name!r} ({self.host_api}) did not stop within "
                             f"{CLOSE_S:g} s: the device or its server hangs; check it with "
                             "`steerpad devices`, then start steerpad live again")
@@ -303,12 +277,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-device", default=None,
                         help="output device name (substring) or index (default: the config file's, "
                              "else the system's)")
+    parser.add_argument("--audio-backend", choices=("auto", "jack", "portaudio"), default=None,
+                        help="jack: a JACK client with named ports (README: Routing); portaudio: "
+                             "sounddevice (CoreAudio, WASAPI, ASIO, ALSA); auto (default): jack when a JACK "
+                             "server runs and no --audio-device or --input-device is given")
+    parser.add_argument("--client-name", default=None,
+                        help="JACK: the client's name (default: the config file's, else steerpad)")
+    parser.add_argument("--connect", default=None, metavar="system|REGEX",
+                        help="JACK: connect main_L/R to the system playback, or to the first two audio "
+                             "inputs whose name matches REGEX (default: left unconnected, for a DAW to take)")
+    parser.add_argument("--outputs", choices=jackio.OUTPUTS, default=None,
+                        help="JACK: main (default) only, or also a port pair per pad (pads) or per pad group "
+                             "(groups: a pad's preset `output`, else its choke group); they bypass the "
+                             "master limiter")
+    parser.add_argument("--asio", action="store_true", default=None,
+                        help="Windows: let PortAudio use ASIO drivers (sets SD_ENABLE_ASIO)")
     parser.add_argument("--midi-port", default=None,
                         help="MIDI input port name (substring); default: the config file's, else a virtual "
-                             "port named steerpad")
+                             "port (JACK: CLIENT:midi_in); without virtual ports (Windows) the first input")
     parser.add_argument("--midi-port-name", default="steerpad",
-                        help="the virtual MIDI port's name, when no --midi-port is given")
-    parser.add_argument("--midi-api", default=None, help="jack, alsa, coremidi or winmm (default: auto)")
+                        help="the virtual MIDI port's name through rtmidi, when no --midi-port is given "
+                             "(the JACK backend's port is CLIENT:midi_in)")
+    parser.add_argument("--midi-api", default=None,
+                        help="jack, alsa, coremidi or winmm (default: auto; the JACK backend reads MIDI on "
+                             "its own port unless another API is named)")
     parser.add_argument("--blocksize", type=int, default=None,
                         help=f"frames per audio block, {BLOCKSIZE_MIN}-{BLOCKSIZE_MAX} (default: the config "
                              "file's, else 128)")
@@ -331,6 +323,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None, metavar="HOST:PORT",
                         help="send the visualizer feed over OSC (README: Visualizer feed); "
                              f"--osc alone: {oscfeed.DEFAULT_HOST}:{oscfeed.DEFAULT_PORT}")
+    parser.add_argument("--viz", nargs="?", const=viz.DEFAULT_PORT, type=int, default=None, metavar="PORT",
+                        help="serve the visualizer page on 127.0.0.1:PORT, fed directly by the feed "
+                             f"(README: Visualizer page); --viz alone: {viz.DEFAULT_PORT}")
     parser.add_argument("--osc-rate", type=float, default=oscfeed.DEFAULT_RATE, metavar="HZ",
                         help="feature frames per second (default %(default)g)")
 
@@ -359,107 +354,258 @@ def check_options(args: argparse.Namespace) -> None:
                             "(leave it out to play until Ctrl-C)")
 
 
+JACK_ONLY = ("client_name", "connect", "outputs")
+"""Options only the JACK backend takes (refused on the command line otherwise; a config file's
+value is then unused)."""
+
+
+def choose_backend(args: argparse.Namespace, given: set[str]) -> str:
+    """jack or portaudio for args.audio_backend (auto: jack when a JACK server answers and no
+    PortAudio device is named). `given`: the options set on the command line."""
+    backend = args.audio_backend
+    if backend == "auto":
+        named = args.audio_device is not None or args.input_device is not None
+        backend = "jack" if not named and jackio.server_running() else "portaudio"
+    if backend == "jack":
+        for flag, value in (("--audio-device", args.audio_device), ("--input-device", args.input_device)):
+            if value is not None:
+                raise SteerpadError(f"{flag} names a PortAudio device, and the JACK backend has none: "
+                                    "connect steerpad's ports in JACK instead, or pass --audio-backend "
+                                    "portaudio")
+    else:
+        for name in JACK_ONLY:
+            if name in given:
+                raise SteerpadError(f"--{name.replace('_', '-')} applies to the JACK backend only (this run "
+                                    "plays through PortAudio): start a JACK server or leave it out")
+    return backend
+
+
+def default_midi_port(api: str | None) -> str | None:
+    """The MIDI port to open when none is named: None (a virtual port) where the API has virtual
+    ports; else (WinMM) the first input, said so, or SteerpadError (exit 2) listing what to do."""
+    from steerpad.realtime.midi import first_input_without_virtual
+
+    port = first_input_without_virtual(api)
+    if port is not None:
+        print(f"steerpad live: this MIDI API has no virtual ports; playing from the first input, {port!r} "
+              "(choose another with --midi-port)")
+    return port
+
+
 def run(args: argparse.Namespace) -> int:
+    given = {name for name in (*JACK_ONLY, "asio") if getattr(args, name, None) is not None}
     # flags, then the config file, then steerpad's defaults (one read of the file)
-    config.resolve(args, ("bundle", "preset", "audio_device", "midi_port", "osc", "blocksize"))
+    config.resolve(args, ("bundle", "preset", "audio_device", "midi_port", "osc", "blocksize",
+                          "audio_backend", "client_name", "connect", "outputs", "asio"))
     check_options(args)
     target = None if args.osc is None else oscfeed.parse_target(args.osc)
     osc_rate = oscfeed.check_rate(args.osc_rate)
-    import sounddevice as sd
+    needs_input = [f for f, v in (("--input-channels", args.input_channels),
+                                  ("--input-device", args.input_device),
+                                  ("--monitor", args.monitor or None), ("--kit-dir", args.kit_dir))
+                   if v is not None]
+    if needs_input and not args.input:
+        raise SteerpadError(f"{', '.join(needs_input)} needs --input (live input is off without it)")
+    enable_asio(args.asio, "asio" in given)
+    if choose_backend(args, given) == "jack":
+        return _JackBackend(args).perform(args, target, osc_rate)
+    return _PortAudioBackend(args).perform(args, target, osc_rate)
 
-    from steerpad.realtime.midi import MidiInput
-    from steerpad.realtime.status import StatusView
 
-    device = args.audio_device
-    if isinstance(device, str) and device.isdigit():
-        device = int(device)
-    given = [f for f, v in (("--input-channels", args.input_channels), ("--input-device", args.input_device),
-                            ("--monitor", args.monitor or None), ("--kit-dir", args.kit_dir))
-             if v is not None]
-    if given and not args.input:
-        raise SteerpadError(f"{', '.join(given)} needs --input (live input is off without it)")
-    if args.input_device is not None:
-        in_device = int(args.input_device) if args.input_device.isdigit() else args.input_device
-        device = (in_device, device)
-    try:
-        out_device = device[1] if isinstance(device, tuple) else device
-        rate = args.sample_rate or sd.query_devices(out_device, "output")["default_samplerate"]
-    except (ValueError, sd.PortAudioError) as e:
-        raise SteerpadError(f"audio device {args.audio_device or '(default)'}: {e}; "
-                            "see `steerpad devices`") from None
-    if not (math.isfinite(rate) and SAMPLE_RATE_MIN <= rate <= SAMPLE_RATE_MAX and rate == int(rate)):
-        raise SteerpadError(f"audio device {args.audio_device or '(default)'} runs at {rate:g} Hz, "
-                            f"outside {SAMPLE_RATE_MIN} to {SAMPLE_RATE_MAX} Hz: choose another rate with "
-                            "--sample-rate or another device with --audio-device")
-    rate = int(rate)
-    bundle = load_bundle(args.bundle)
-    preset = load_preset(args.preset)
-    print(f"steerpad live: {bundle} · preset {preset.name} · {rate} Hz, {args.blocksize} frames")
-    input_channels = (args.input_channels or 1) if args.input else 0
-    with contextlib.ExitStack() as closing:  # leaves in reverse: keys, feed, stream, MIDI, capture, engine
-        calm = _calm_closing(closing)
-        engine = closing.enter_context(Engine(bundle, preset, rate, args.blocksize,
-                                              input_channels=input_channels))
-        print("rendering pads ...", flush=True)
-        engine.start(wait=None)
-        # everything is loaded and nothing plays yet: collect once (a pause that would drop audio
-        # and MIDI later), freeze, no automatic full collections from here on
-        collector = Collector(engine)
-        collector.start()
-        closing.callback(collector.stop)
-        engine.monitor = args.monitor
-        capture = None
-        midi = MidiInput(None, port=args.midi_port,
-                         virtual=None if args.midi_port else args.midi_port_name,
+class _Backend:
+    """What differs between playing through PortAudio and as a JACK client: the rate and block
+    size, the MIDI input, the stream. perform() is the one play loop both share."""
+
+    rate: int
+    blocksize: int
+
+    def prepare(self, engine: Engine) -> None:
+        """After the engine exists, before its first renders (JACK: ports, connect targets)."""
+
+    def midi_input(self, args: argparse.Namespace, preset):
+        """The MIDI input, not started: a MidiInput the audio callback drains (rtmidi)."""
+        from steerpad.realtime.midi import MidiInput
+
+        port = args.midi_port or default_midi_port(args.midi_api)
+        return MidiInput(None, port=port, virtual=None if port else args.midi_port_name,
                          cc14=preset.controller.cc14, api=args.midi_api)
-        midi_closed, stream = [], None
 
-        def stop_midi() -> None:
-            if stream is not None and stream.hung and midi.api_name == "jack":
-                midi_closed.append(True)  # rtmidi would wait on the hung server holding the GIL: leave it
-            else:
-                midi_closed.append(_finishes(midi.stop, CLOSE_S, "steerpad-midi-close"))
+    def stream(self, engine: Engine, midi):
+        raise NotImplementedError
 
-        closing.callback(stop_midi)
-        if args.input:
-            kit_dir = args.kit_dir or preset.capture.kit_dir or default_kit_dir(preset.name)
-            capture = Capture(engine, preset.capture, kit_dir.expanduser()).start()
-            closing.callback(capture.stop)
+    def perform(self, args: argparse.Namespace, target, osc_rate: float) -> int:
+        try:
+            return self._perform(args, target, osc_rate)
+        finally:
+            self.abandon()
+
+    def _perform(self, args: argparse.Namespace, target, osc_rate: float) -> int:
+        from steerpad.realtime.status import StatusView
+
+        bundle = load_bundle(args.bundle)
+        preset = load_preset(args.preset)
+        print(f"steerpad live: {bundle} · preset {preset.name} · {self.rate} Hz, {self.blocksize} frames"
+              f"{self.where()}")
+        input_channels = (args.input_channels or 1) if args.input else 0
+        # the ExitStack leaves in reverse: keys, feed, stream, MIDI, capture, engine
+        with contextlib.ExitStack() as closing:
+            calm = _calm_closing(closing)
+            senders = [] if target is None else [oscfeed.OscSender(*target)]
+            if args.viz is not None:  # the page first: a port in use is refused before anything renders
+                state = viz.VizState()
+                state.source = f"steerpad live · {preset.name}"
+                page = closing.enter_context(viz.VizServer(state, args.viz, option="--viz"))
+                senders.append(viz.VizSink(state, page.url))
+                print(f"visualizer: open {page.url} in a browser", flush=True)
+            engine = closing.enter_context(Engine(bundle, preset, self.rate, self.blocksize,
+                                                  input_channels=input_channels))
+            self.prepare(engine)
+            print("rendering pads ...", flush=True)
+            engine.start(wait=None)
+            # everything is loaded and nothing plays yet: collect once (a pause that would drop audio
+            # and MIDI later), freeze, no automatic full collections from here on
+            collector = Collector(engine)
+            collector.start()
+            closing.callback(collector.stop)
+            engine.monitor = args.monitor
+            capture = None
+            midi = self.midi_input(args, preset)
+            midi_closed, stream = [], None
+
+            def stop_midi() -> None:
+                if stream is not None and stream.hung and midi.api_name == "jack":
+                    midi_closed.append(True)  # rtmidi would wait on the hung server holding the GIL: leave it
+                else:
+                    midi_closed.append(finishes(midi.stop, CLOSE_S, "steerpad-midi-close"))
+
+            closing.callback(stop_midi)
+            if args.input:
+                kit_dir = args.kit_dir or preset.capture.kit_dir or default_kit_dir(preset.name)
+                capture = Capture(engine, preset.capture, kit_dir.expanduser()).start()
+                closing.callback(capture.stop)
+            stream = self.stream(engine, midi)
+            closing.callback(stream.close)
+            stream.start()
+            feed = None
+            if senders:
+                sender = senders[0] if len(senders) == 1 else viz.Tee(*senders)
+                feed = closing.enter_context(oscfeed.LiveFeed(engine, sender, osc_rate))
+            view = None if args.no_status else StatusView(engine, stream, midi, feed=feed)
+            if view is not None:
+                keys = LiveKeys(engine, capture)
+                reader = KeyReader(keys.press).start()  # a no-op unless stdin is a terminal
+                closing.callback(reader.stop)
+                view.keys = keys if reader.active else None
+            closing.callback(calm)
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+
+            def playing() -> bool:  # until --duration, or the device goes (Ctrl-C: KeyboardInterrupt)
+                collector.tick()
+                return (deadline is None or time.monotonic() < deadline) and stream.check() is None
+
+            try:
+                if view is not None:
+                    view.run(playing)
+                else:
+                    while playing():
+                        time.sleep(0.1)
+            except KeyboardInterrupt:
+                pass
+        if feed is not None:
+            print(f"osc: {feed.summary()}")
+        if stream.failure is not None:  # the device went, or would not stop
+            raise RuntimeFailure(stream.failure)
+        if midi_closed != [True]:
+            raise RuntimeFailure(f"the MIDI input ({midi.api_name}) did not close within {CLOSE_S:g} s: "
+                                 "its server hangs; check it (`steerpad devices`), then start steerpad "
+                                 "live again")
+        print("\nsteerpad live: stopped")
+        return 0
+
+    def where(self) -> str:
+        return ""
+
+    def abandon(self) -> None:
+        """Close what the backend opened if play never started (an error on the way)."""
+
+
+class _PortAudioBackend(_Backend):
+    """A sounddevice stream (LiveStream) on the chosen device; MIDI through rtmidi."""
+
+    def __init__(self, args: argparse.Namespace):
+        import sounddevice as sd
+
+        device = args.audio_device
+        if isinstance(device, str) and device.isdigit():
+            device = int(device)
+        if args.input_device is not None:
+            in_device = int(args.input_device) if args.input_device.isdigit() else args.input_device
+            device = (in_device, device)
+        try:
+            out_device = device[1] if isinstance(device, tuple) else device
+            rate = args.sample_rate or sd.query_devices(out_device, "output")["default_samplerate"]
+        except (ValueError, sd.PortAudioError) as e:
+            raise SteerpadError(f"audio device {args.audio_device or '(default)'}: {e}; "
+                                "see `steerpad devices`") from None
+        if not (math.isfinite(rate) and SAMPLE_RATE_MIN <= rate <= SAMPLE_RATE_MAX and rate == int(rate)):
+            raise SteerpadError(f"audio device {args.audio_device or '(default)'} runs at {rate:g} Hz, "
+                                f"outside {SAMPLE_RATE_MIN} to {SAMPLE_RATE_MAX} Hz: choose another rate "
+                                "with --sample-rate or another device with --audio-device")
+        self.device, self.rate, self.blocksize = device, int(rate), args.blocksize
+
+    def stream(self, engine: Engine, midi) -> LiveStream:
         midi.start()
         engine.attach_midi(midi)  # the audio callback drains it at every block's start
-        stream = LiveStream(engine, device)
-        closing.callback(stream.close)
-        stream.start()
-        feed = None if target is None else oscfeed.LiveFeed(engine, oscfeed.OscSender(*target), osc_rate)
-        if feed is not None:
-            closing.enter_context(feed)
-        view = None if args.no_status else StatusView(engine, stream, midi, feed=feed)
-        if view is not None:
-            keys = LiveKeys(engine, capture)
-            reader = KeyReader(keys.press).start()  # a no-op unless stdin is a terminal
-            closing.callback(reader.stop)
-            view.keys = keys if reader.active else None
-        closing.callback(calm)
-        deadline = None if args.duration is None else time.monotonic() + args.duration
+        return LiveStream(engine, self.device)
 
-        def playing() -> bool:  # until --duration, or the device goes (Ctrl-C: KeyboardInterrupt)
-            collector.tick()
-            return (deadline is None or time.monotonic() < deadline) and stream.check() is None
 
+class _JackBackend(_Backend):
+    """steerpad as the JACK client args.client_name (jackio.JackStream): the server's rate and
+    period; MIDI on CLIENT:midi_in unless --midi-api names another API."""
+
+    def __init__(self, args: argparse.Namespace):
+        from steerpad.realtime.midi import resolve_api
+
+        self.client = jackio.open_client(args.client_name)
+        self._stream = None
         try:
-            if view is not None:
-                view.run(playing)
-            else:
-                while playing():
-                    time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
-    if feed is not None:
-        print(f"osc: {feed.summary()}")
-    if stream.failure is not None:  # the device went, or would not stop
-        raise RuntimeFailure(stream.failure)
-    if midi_closed != [True]:
-        raise RuntimeFailure(f"the MIDI input ({midi.api_name}) did not close within {CLOSE_S:g} s: its "
-                             "server hangs; check it (`steerpad devices`), then start steerpad live again")
-    print("\nsteerpad live: stopped")
-    return 0
+            self.rate = self.client.samplerate
+            if args.sample_rate is not None and args.sample_rate != self.rate:
+                raise SteerpadError(f"--sample-rate {args.sample_rate}: the JACK server runs at {self.rate} "
+                                    "Hz; leave it out, or restart JACK at that rate")
+            if not SAMPLE_RATE_MIN <= self.rate <= SAMPLE_RATE_MAX:
+                raise SteerpadError(f"the JACK server runs at {self.rate} Hz, outside {SAMPLE_RATE_MIN} to "
+                                    f"{SAMPLE_RATE_MAX} Hz: restart it at another rate")
+            # the server's period; a longer one than steerpad takes is played in pieces
+            self.blocksize = min(max(self.client.blocksize, BLOCKSIZE_MIN), BLOCKSIZE_MAX)
+            api = resolve_api(args.midi_api)
+            self.jack_midi = api is None or api == resolve_api("jack")
+            self.args = args
+        except BaseException:
+            self.client.close()
+            raise
+
+    def where(self) -> str:
+        return f" · JACK client {self.client.name}"
+
+    def prepare(self, engine: Engine) -> None:
+        args = self.args
+        midi = None
+        if self.jack_midi:
+            midi = jackio.JackMidi(self.client, engine.controller.cc14, source=args.midi_port)
+            midi.check_source()
+        self._stream = jackio.JackStream(engine, self.client, jackio.routing(engine.preset, args.outputs),
+                                         midi, connect=args.connect)
+
+    def abandon(self) -> None:
+        if self._stream is None or not self._stream._started:
+            self.client.close()
+
+    def midi_input(self, args: argparse.Namespace, preset):
+        return self._stream.midi if self.jack_midi else super().midi_input(args, preset)
+
+    def stream(self, engine: Engine, midi):
+        if not self.jack_midi:
+            midi.start()
+            engine.attach_midi(midi)
+        return self._stream

@@ -38,7 +38,8 @@ from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import Event
 from steerpad.realtime.midiparse import MidiParser
 
-__all__ = ["MidiInput", "MidiParser", "list_input_ports", "list_output_ports", "resolve_api"]
+__all__ = ["MidiInput", "MidiParser", "first_input_without_virtual", "list_input_ports", "list_output_ports",
+           "resolve_api"]
 
 CLIENT_NAME = "steerpad"
 """The MIDI client name others see (JACK adds "-01" etc. when the name is taken)."""
@@ -50,6 +51,32 @@ READ_S = 0.001
 """How long the reader sleeps when rtmidi's queue is empty: the added latency, ~0.5 ms on average."""
 _HINTS = {"jack": f"start the JACK server, or choose another API with ${ENV_API}",
           "alsa": f"load the ALSA sequencer (modprobe snd-seq), or choose another API with ${ENV_API}"}
+
+
+NO_VIRTUAL_PORTS = {rtmidi.API_WINDOWS_MM}
+"""MIDI APIs without virtual ports (WinMM: on Windows a loopback port comes from loopMIDI)."""
+
+
+def first_input_without_virtual(api: str | None = None) -> str | None:
+    """None where the MIDI API steerpad would use (`api`, else auto) has virtual ports. Where it
+    has none: the name of its first input port, or SteerpadError saying what to do if there is
+    no input at all."""
+    try:
+        probe = rtmidi.MidiIn(_candidates(resolve_api(api))[0], name=CLIENT_NAME)
+    except rtmidi.RtMidiError:
+        return None  # MidiInput says why this API cannot open
+    try:
+        current = probe.get_current_api()
+        if current not in NO_VIRTUAL_PORTS:
+            return None
+        ports = probe.get_ports()
+    finally:
+        probe.delete()
+    if not ports:
+        raise SteerpadError(f"MIDI ({rtmidi.get_api_name(current)}) has no virtual ports, and no MIDI input "
+                            "is there: plug in a controller or create a loopback port (loopMIDI on "
+                            "Windows), then pick it with --midi-port (`steerpad devices` lists them)")
+    return ports[0]
 
 
 def resolve_api(api: str | None = None) -> int | None:

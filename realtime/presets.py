@@ -45,6 +45,7 @@ PRESETS_DIR = shipped.presets_dir()
 repository's presets/ in a checkout); `controller = "<id>"` finds PRESETS_DIR/controllers/<id>.toml."""
 KIT_PREFIX = "kit:"
 KIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
 """As bundle.KIT_NAME (kit entry names are file names); kept here so presets load without numpy."""
 STEP = 1 / 127
 """A relative encoder's knob movement per tick."""
@@ -132,6 +133,17 @@ class PadSpec:
     """Pads sharing a choke group cut each other off."""
     mode: str | None = None
     """What the pad plays (faithful.MODES); None = the preset's mode."""
+    output: str | None = None
+    """The pad's group for `steerpad live --outputs groups` (a JACK port pair named after it);
+    None = its choke group, else a pair of its own (see `group_name`)."""
+
+    def group_name(self) -> str:
+        """The name of the port pair this pad plays into with --outputs groups."""
+        if self.output:
+            return self.output
+        if self.choke:
+            return re.sub(r"[^A-Za-z0-9_-]", "_", self.choke)[:24]
+        return f"pad{self.index + 1:02d}"
 
 
 @dataclass(frozen=True)
@@ -484,14 +496,20 @@ def _array_of_tables(r: _Reader, value: Any, key: str, limit: int, controller: C
 
 def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
     key = f"pads[{i + 1}]"
-    r.table(t, key, ("sample", "gain_db", "pan", "choke", "mode"), ("sample",))
+    r.table(t, key, ("sample", "gain_db", "pan", "choke", "mode", "output"), ("sample",))
     sample = r.string(t["sample"], f"{key}.sample")
     choke = t.get("choke")
     if choke is not None:
         choke = r.string(choke, f"{key}.choke")
+    output = t.get("output")
+    if output is not None:
+        output = r.string(output, f"{key}.output")
+        if not OUTPUT_NAME.match(output):
+            raise r.fail(f"{key}.output", f"{_short(output)} must be 1-24 letters, digits, _ or - (it "
+                         "names JACK ports), e.g. \"hats\"")
     mode = r.choice(t["mode"], f"{key}.mode", MODES) if "mode" in t else None
     common = dict(index=i, gain_db=r.number(t.get("gain_db", 0.0), f"{key}.gain_db", -60, 12),
-                  pan=r.number(t.get("pan", 0.0), f"{key}.pan", -1, 1), choke=choke, mode=mode)
+                  pan=r.number(t.get("pan", 0.0), f"{key}.pan", -1, 1), choke=choke, mode=mode, output=output)
     if sample.startswith(KIT_PREFIX):
         entry = sample[len(KIT_PREFIX):]
         if not KIT_NAME.match(entry):

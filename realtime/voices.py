@@ -104,6 +104,7 @@ class VoiceMixer:
         self._pad_l = [1.0] * n_pads
         self._pad_r = [1.0] * n_pads
         self._choke = [-1] * n_pads
+        self._bus = [-1] * n_pads  # pad -> its stem in mix(out, stems) (set_bus); -1: none
         # Voices: one slot each; a slot is free when _audio[i] is None.
         s = self.slots = 2 * polyphony
         self._audio: list[np.ndarray | None] = [None] * s
@@ -150,6 +151,12 @@ class VoiceMixer:
         g = 10.0 ** (gain_db / 20.0)
         left, right = pan_gains(pan)
         self._pad_l[pad], self._pad_r[pad], self._choke[pad] = g * left, g * right, int(choke)
+
+    def set_bus(self, pad: int, bus: int) -> None:
+        """Also add `pad`'s voices to stem `bus` of mix(out, stems) (-1: to no stem)."""
+        if not 0 <= pad < self.n_pads or int(bus) != bus or bus < -1:
+            raise ValueError(f"pad {pad} or bus {bus!r} out of range")
+        self._bus[pad] = int(bus)
 
     # Events (audio thread) -------------------------------------------------------------------
 
@@ -228,16 +235,21 @@ class VoiceMixer:
 
     # The block -------------------------------------------------------------------------------
 
-    def mix(self, out: np.ndarray) -> None:
-        """Overwrite `out` ([frames, 2]) with the sum of the voices; advance and free them."""
+    def mix(self, out: np.ndarray, stems: np.ndarray | None = None) -> None:
+        """Overwrite `out` ([frames, 2]) with the sum of the voices; advance and free them. With
+        `stems` ([buses, >= frames, 2]), also overwrite stems[b, :frames] with the voices of the
+        pads routed to bus b (set_bus): the same samples `out` gets, split by pad."""
         out.fill(0.0)
         frames = out.shape[0]
+        if stems is not None:
+            stems[:, :frames].fill(0.0)
         for start in range(0, frames, self.max_block):
             block = out[start:start + self.max_block]
             n = block.shape[0]
             for i in range(self._top):
                 if self._audio[i] is not None:
-                    self._play(i, block, n)
+                    bus = -1 if stems is None else self._bus[self._pad[i]]
+                    self._play(i, block, n, None if bus < 0 else stems[bus, start:start + n])
 
     def sounding(self) -> list[tuple[int, int]]:
         """(pad, frames played) of every sounding voice; for displays, from any thread (a
@@ -284,8 +296,9 @@ class VoiceMixer:
         self._top = max(self._top, best + 1)
         return best
 
-    def _play(self, i: int, block: np.ndarray, n: int) -> None:
-        """Add voice i's part of a block of n frames: a held stretch, then its fade-out."""
+    def _play(self, i: int, block: np.ndarray, n: int, stem: np.ndarray | None = None) -> None:
+        """Add voice i's part of a block of n frames (and to `stem`, if given): a held stretch,
+        then its fade-out."""
         at = self._delay[i]
         if at >= n:
             self._delay[i] = at - n
@@ -298,14 +311,14 @@ class VoiceMixer:
         if self._fade[i] < 0 or self._fstart[i] > at:
             end = n if self._fade[i] < 0 else min(self._fstart[i], n)
             k = min(end - at, left)
-            self._add(i, block, at, k, -1)
+            self._add(i, block, at, k, -1, stem)
             at += k
             left -= k
             if self._fade[i] >= 0:
                 self._fstart[i] = max(self._fstart[i] - n, 0)
         if self._fade[i] >= 0 and at < n and left > 0:
             k = min(n - at, left, self.fade_out - self._fade[i])
-            self._add(i, block, at, k, self._fade[i])
+            self._add(i, block, at, k, self._fade[i], stem)
             self._fade[i] += k
             left -= k
             if self._fade[i] >= self.fade_out:
@@ -313,8 +326,10 @@ class VoiceMixer:
         if left <= 0:
             self._free(i)
 
-    def _add(self, i: int, block: np.ndarray, at: int, k: int, fade: int) -> None:
-        """block[at:at+k] += voice i's next k frames (gain, fade-in, fade-out from `fade`)."""
+    def _add(self, i: int, block: np.ndarray, at: int, k: int, fade: int,
+             stem: np.ndarray | None = None) -> None:
+        """block[at:at+k] (and stem[at:at+k]) += voice i's next k frames (gain, fade-in, fade-out
+        from `fade`)."""
         if k <= 0:
             return
         pos = self._pos[i]
@@ -341,4 +356,7 @@ class VoiceMixer:
             np.multiply(t, self._fout[fade:fade + k], out=t)
         dst = block[at:at + k]
         np.add(dst, t, out=dst)
+        if stem is not None:
+            dst = stem[at:at + k]
+            np.add(dst, t, out=dst)
         self._pos[i] = pos + k

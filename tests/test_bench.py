@@ -42,6 +42,8 @@ def test_quick_run_prints_table_and_json(tmp_path, capsys):
     j = r["live_jack"]
     assert j["jack/hits"] >= 10 and j["jack/within_one_block"] > 0.5
     assert j["jack/xruns_steerpad"] >= 0 and j["jack/xruns_plain_client"] >= 0
+    assert j["jack_client/hits"] >= 10 and j["jack_client/within_one_block"] > 0.5
+    assert 0 < j["jack_client/callback_p50_ms"] <= j["jack_client/callback_p99_ms"]
     f = r["live_oscfeed"]
     assert 0 < f["oscfeed/callback_p50_ms_off"] and 0 < f["oscfeed/callback_p50_ms_on"]
     assert f["oscfeed/frames_per_s"] > 30 and f["oscfeed/feed_cpu_ms_per_s"] > 0

@@ -564,7 +564,8 @@ def test_live_input_flags_and_capture_from_the_command_line(jack_server, chain, 
         sender, player = Sender("steerpad-capture-cli-midi"), Player(1, "steerpad-capture-cli-play")
         try:
             deadline = time.monotonic() + 60
-            steps = ((sender.connect, "steerpad-capture-cli"), (player.connect_to, "PortAudio:in"))
+            steps = ((sender.connect, "steerpad-capture-cli:midi_in"),
+                     (player.connect_to, "steerpad-capture-cli:in_"))
             for connect, name in steps:
                 while time.monotonic() < deadline:  # once steerpad's MIDI port, then its stream, is up
                     try:
@@ -584,8 +585,8 @@ def test_live_input_flags_and_capture_from_the_command_line(jack_server, chain, 
 
     t = threading.Thread(target=perform)
     t.start()
-    rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset.path), "--midi-api", "jack",
-               "--midi-port-name", "steerpad-capture-cli", "--input", "--kit-dir", str(kit),
+    rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset.path),
+               "--client-name", "steerpad-capture-cli", "--input", "--kit-dir", str(kit),
                "--duration", "7"])
     t.join()
     out, err = capsys.readouterr()

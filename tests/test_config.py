@@ -5,6 +5,9 @@ is refused in one line naming the file, the key and what is allowed."""
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mido
@@ -36,10 +39,10 @@ def one_hit(path: Path) -> Path:
 
 def test_without_a_file_the_shipped_defaults_apply(cfg, capsys):
     assert main(["config"]) == 0
-    out = capsys.readouterr().out
+    out = re.sub(" +", " ", capsys.readouterr().out)  # (columns align to the longest key)
     assert f"config file: {cfg} (none" in out
-    assert f"bundle        {shipped.default_bundle()}  (shipped default)" in out
-    assert "blocksize     128  (default)" in out and "midi_port     -  (unset)" in out
+    assert f"bundle {shipped.default_bundle()} (shipped default)" in out
+    assert "blocksize 128 (default)" in out and "midi_port - (unset)" in out
     assert main(["config", "--path"]) == 0 and capsys.readouterr().out.strip() == str(cfg)
 
 
@@ -47,9 +50,9 @@ def test_the_file_sets_defaults_and_the_command_line_overrides_them(cfg, tmp_pat
     cfg.write_text(f'bundle = "{tmp_path / "nowhere"}"\nblocksize = 256\nosc = "127.0.0.1:9100"\n'
                    'midi_port = "MPD218"\naudio_device = 3\n')
     assert main(["config"]) == 0
-    out = capsys.readouterr().out
-    assert f"bundle        {tmp_path / 'nowhere'}  (config {cfg})" in out
-    assert f"blocksize     256  (config {cfg})" in out and f"audio_device  3  (config {cfg})" in out
+    out = re.sub(" +", " ", capsys.readouterr().out)  # (columns align to the longest key)
+    assert f"bundle {tmp_path / 'nowhere'} (config {cfg})" in out
+    assert f"blocksize 256 (config {cfg})" in out and f"audio_device 3 (config {cfg})" in out
     args = argparse.Namespace(blocksize=512, bundle=None)
     r = config.resolve(args, ("blocksize", "bundle", "preset"))
     assert r["blocksize"] == (512, "command line") and args.blocksize == 512
@@ -72,6 +75,11 @@ def test_the_file_sets_defaults_and_the_command_line_overrides_them(cfg, tmp_pat
     ('audio_device = ""\n', "audio_device = '' is not an output device name"),
     ('colour = "red"\n', "unknown key 'colour'; the keys are bundle, preset, audio_device"),
     ('blocksize = \n', "not valid TOML"),
+    ('audio_backend = "coreaudio"\n', "audio_backend = 'coreaudio' is not auto, jack or portaudio"),
+    ('outputs = "stems"\n', "outputs = 'stems' is not main, pads or groups"),
+    ('connect = "("\n', "connect = '(' is not system or a regular expression"),
+    ('client_name = "a:b"\n', "client_name = 'a:b' is not a JACK client name"),
+    ('asio = "yes"\n', "asio = 'yes' is not true or false"),
 ])
 def test_a_bad_file_is_refused_in_one_line(cfg, capsys, text, says):
     cfg.write_text(text)
@@ -84,3 +92,41 @@ def test_a_folder_in_the_files_place_is_refused(cfg, capsys):
     cfg.mkdir()
     assert main(["config"]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_the_jack_and_asio_keys_are_shown_and_used(cfg, capsys):
+    cfg.write_text('outputs = "groups"\nconnect = "system"\nclient_name = "drums"\nasio = true\n')
+    assert main(["config"]) == 0
+    out = re.sub(" +", " ", capsys.readouterr().out)  # (columns align to the longest key)
+    assert f"outputs groups (config {cfg})" in out and f"client_name drums (config {cfg})" in out
+    assert f"asio True (config {cfg})" in out and "audio_backend auto (default)" in out
+    # asio = true does nothing off Windows (a config shared between machines), --asio is refused
+    assert main(["devices"]) == 0
+    capsys.readouterr()
+    assert main(["devices", "--asio"]) == 2
+    err = capsys.readouterr().err
+    assert err == "steerpad: error: --asio: ASIO drivers exist only on Windows; leave it out\n"
+
+
+def test_asio_is_enabled_before_portaudio_loads_on_windows():
+    """On Windows, --asio sets SD_ENABLE_ASIO before sounddevice is imported (PortAudio's ASIO host
+    API is loaded only then); once sounddevice is loaded without it, --asio says to start again."""
+    code = """
+import os, sys
+sys.platform = "win32"
+from steerpad.realtime.devices import enable_asio
+from steerpad.realtime.errors import SteerpadError
+assert "sounddevice" not in sys.modules
+enable_asio(True, from_flag=True)
+print(os.environ["SD_ENABLE_ASIO"])
+del os.environ["SD_ENABLE_ASIO"]
+import sounddevice
+try:
+    enable_asio(True, from_flag=True)
+except SteerpadError as e:
+    print(e)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["1",
+                                       "--asio: sounddevice was loaded without ASIO; start steerpad again"]

@@ -16,7 +16,10 @@ from steerpad.offline.jackrig import Sender
 pytestmark = pytest.mark.slow
 
 
-def test_live_plays_from_a_virtual_port_and_stops_cleanly(jack_server, chain, tmp_path, capsys):
+@pytest.mark.parametrize("flags", [["--client-name", "steerpad-cli"],  # JACK: steerpad-cli:midi_in
+                                   ["--audio-backend", "portaudio", "--midi-api", "jack",
+                                    "--midi-port-name", "steerpad-cli"]], ids=["jack", "portaudio"])
+def test_live_plays_from_a_virtual_port_and_stops_cleanly(jack_server, chain, tmp_path, capsys, flags):
     preset = write_preset(tmp_path, chain / "kits" / "synth_kit_6")
     sent = []
 
@@ -40,8 +43,7 @@ def test_live_plays_from_a_virtual_port_and_stops_cleanly(jack_server, chain, tm
 
     t = threading.Thread(target=play)
     t.start()
-    rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset), "--midi-api", "jack",
-               "--midi-port-name", "steerpad-cli", "--duration", "3"])
+    rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset), *flags, "--duration", "3"])
     t.join()
     out = capsys.readouterr().out
     assert rc == 0, out

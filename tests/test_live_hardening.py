@@ -169,20 +169,27 @@ def server():
     s.close()
 
 
-def start_live(server: Server, tmp_path: Path, *extra: str) -> subprocess.Popen:
+BACKENDS = {"jack": (["--connect", "system"], "steerpad:main_L\n   "),
+            "portaudio": (["--audio-backend", "portaudio"], "PortAudio:out_0\n   ")}
+"""How each backend is started here, and the jack_lsp -c line that shows its stream runs (its
+output connected)."""
+
+
+def start_live(server: Server, tmp_path: Path, *extra: str, backend: str = "jack") -> subprocess.Popen:
     """`steerpad live --input` on `server`, once its stream runs (its ports are connected)."""
     env = dict(os.environ, JACK_DEFAULT_SERVER=server.name)
+    flags, running = BACKENDS[backend]
     live = subprocess.Popen(
         [sys.executable, "-m", "steerpad.offline.cli", "live", "--bundle", str(BUNDLE),
          "--preset", str(PRESET), "--input", "--kit-dir", str(tmp_path / "kits"), "--midi-api", "jack",
-         "--duration", "60", *extra],
+         "--duration", "60", *flags, *extra],
         env=env, stdin=subprocess.DEVNULL, stdout=open(tmp_path / "out.txt", "w"),
         stderr=open(tmp_path / "err.txt", "w"),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     deadline = time.monotonic() + 90
     while True:
         lsp = subprocess.run(["jack_lsp", "-s", server.name, "-c"], capture_output=True, text=True).stdout
-        if "PortAudio:out_0\n   " in lsp:  # connected: the stream runs
+        if running in lsp:  # connected: the stream runs
             break
         if live.poll() is not None or time.monotonic() > deadline:
             live.kill()
@@ -208,8 +215,9 @@ def ended(live: subprocess.Popen, tmp_path: Path, within: float) -> tuple[int, l
 
 @pytest.mark.slow
 @pytest.mark.live
-def test_live_exits_1_in_one_line_when_the_jack_server_stops(server, tmp_path):
-    live = start_live(server, tmp_path)  # with the status view
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_live_exits_1_in_one_line_when_the_jack_server_stops(server, tmp_path, backend):
+    live = start_live(server, tmp_path, backend=backend)  # with the status view
     server.proc.terminate()
     rc, lines, out = ended(live, tmp_path, within=5)
     assert rc == 1, lines
@@ -219,8 +227,9 @@ def test_live_exits_1_in_one_line_when_the_jack_server_stops(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_live_within_2_s_after_the_server_died(server, tmp_path):
-    live = start_live(server, tmp_path, "--no-status")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_ends_live_within_2_s_after_the_server_died(server, tmp_path, backend):
+    live = start_live(server, tmp_path, "--no-status", backend=backend)
     server.proc.kill()
     server.proc.wait()
     time.sleep(0.05)
@@ -231,10 +240,11 @@ def test_ctrl_c_ends_live_within_2_s_after_the_server_died(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_twice_ends_live_cleanly(server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_twice_ends_live_cleanly(server, tmp_path, backend):
     """A second Ctrl-C while live closes must not break the JACK calls it makes (it aborted the
     process in PortAudio, or raised in sounddevice's exit handler)."""
-    live = start_live(server, tmp_path, "--no-status")
+    live = start_live(server, tmp_path, "--no-status", backend=backend)
     live.send_signal(signal.SIGINT)
     time.sleep(0.05)
     live.send_signal(signal.SIGINT)
@@ -244,10 +254,11 @@ def test_ctrl_c_twice_ends_live_cleanly(server, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.live
-def test_live_exits_1_when_the_jack_server_hangs(server, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_live_exits_1_when_the_jack_server_hangs(server, tmp_path, backend):
     """A server that stops answering (SIGSTOP) ends play after the watchdog's 2 s of silence; the
     JACK clients that cannot close are left to the process's end."""
-    live = start_live(server, tmp_path, "--no-status")
+    live = start_live(server, tmp_path, "--no-status", backend=backend)
     server.proc.send_signal(signal.SIGSTOP)
     rc, lines, _ = ended(live, tmp_path, within=8)
     assert rc == 1, lines

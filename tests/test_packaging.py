@@ -62,7 +62,7 @@ def test_a_performer_installs_the_wheel_and_plays_from_any_folder(tmp_path):
     for shipped in ("presets/default.toml", "presets/example.toml", "presets/demo.mid",
                     "presets/controllers/generic.toml", "presets/controllers/akai_mpd218.toml",
                     "models/default/manifest.json", "models/default/decoder.onnx",
-                    "models/default/MODEL_CARD.md", "models/default/kit/crash.flac"):
+                    "models/default/MODEL_CARD.md", "models/default/kit/crash.flac", "realtime/viz.html"):
         assert f"steerpad/{shipped}" in names, f"{shipped} missing from the wheel"
     assert not any("/report/" in n for n in names)
     venv = tmp_path / "venv"
@@ -97,6 +97,14 @@ def test_a_performer_installs_the_wheel_and_plays_from_any_folder(tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"config file: {stage / '.config' / 'steerpad' / 'config.toml'} (none" in out.stdout
     assert "(shipped default)" in out.stdout and str(venv) in out.stdout
+    viz = subprocess.Popen([str(venv / "bin" / "steerpad"), "viz", "--viz-port", "0", "--features",
+                            "out/demo.jsonl", "--duration", "5"], cwd=stage, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # the page, from the wheel, fed by the bounce
+    url = viz.stdout.readline().split("open ")[1].split()[0]
+    import urllib.request
+
+    assert b"<canvas" in urllib.request.urlopen(url, timeout=10).read()
+    assert viz.wait(30) == 0, viz.stderr.read()
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "from steerpad.realtime import shipped; print(shipped.default_bundle())"],
                            cwd=stage, env=env, capture_output=True, text=True)

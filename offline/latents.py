@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from steerpad.offline.ingest import IngestStore
-    from steerpad.offline.vae_train import num_threads
+    from steerpad.offline.threads import num_threads
 
     store = IngestStore.open(args.store)
     model, source = load_encoder(args.vae, args.vae_weights)

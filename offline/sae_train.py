@@ -267,59 +267,6 @@ def train_sae(train: np.ndarray, val: np.ndarray, config: SAETrainConfig, out_di
     return metrics
 
 
-def planted_latents(n: int, d_in: int = 64, n_atoms: int = 256, active: float = 4.0,
-                    noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic latents with planted sparse structure, for tests and benchmarks: each vector
-    is a sparse non-negative mix of random unit atoms (Poisson(active)+1 draws, Zipf-ish
-    popularity, log-normal weights times a log-normal per-vector loudness) plus Gaussian noise
-    (noise x the signal's RMS), then per-channel scales and offsets like real latents.
-    Returns (x [n, d_in] float32, atoms [n_atoms, d_in])."""
-    rng = np.random.default_rng(seed)
-    atoms = rng.standard_normal((n_atoms, d_in))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    popularity = 1.0 / np.arange(1, n_atoms + 1) ** 0.7
-    popularity /= popularity.sum()
-    slots = int(active * 3) + 2
-    x = np.empty((n, d_in))
-    for i in range(0, n, 65536):  # chunks keep the [chunk, slots, d_in] gather small
-        m = min(65536, n - i)
-        idx = rng.choice(n_atoms, size=(m, slots), p=popularity)  # repeats just add up
-        w = rng.lognormal(0.0, 0.5, (m, slots))
-        w *= np.arange(slots) < np.minimum(rng.poisson(active, (m, 1)) + 1, slots)
-        w *= rng.lognormal(0.0, 0.5, (m, 1))  # loudness: the same atoms at different levels
-        x[i:i + m] = np.einsum("ns,nsd->nd", w, atoms[idx])
-    x += noise * x.std() * rng.standard_normal(x.shape)
-    x = x * rng.uniform(0.5, 2.0, d_in) + rng.standard_normal(d_in)
-    return x.astype(np.float32), atoms.astype(np.float32)
-
-
-def sae_throughput(n_vectors: int = 65536, batch: int = 4096,
-                   config: SAEConfig | None = None) -> dict[str, float]:
-    """Training speed on this machine (planted latents, default SAE): latent vectors per
-    second through full optimiser steps, without and with the AuxK pass (10% dead)."""
-    config = config or SAEConfig()
-    x, _ = planted_latents(max(n_vectors, batch), d_in=config.d_in, seed=0)
-    model = TopKSAE(config)
-    x_s = torch.from_numpy((x - x.mean(0)) / x.std(0))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, eps=6.25e-10)
-    dead = torch.zeros(config.n_features, dtype=torch.bool)
-    dead[torch.randperm(config.n_features)[: max(1, config.n_features // 10)]] = True
-    steps = max(2, x_s.shape[0] // batch)
-    result: dict[str, float] = {}
-    for name, mask in (("", None), ("_auxk", dead)):
-        train_step(model, opt, x_s[:batch], mask)  # warm-up: allocator, kernels
-        t0 = time.perf_counter()
-        for i in range(steps):
-            j = (i * batch) % (x_s.shape[0] - batch + 1)
-            train_step(model, opt, x_s[j:j + batch], mask)
-        seconds = time.perf_counter() - t0
-        result[f"sae/vectors_per_s{name}"] = steps * batch / seconds
-        result[f"sae/step_ms{name}"] = 1000 * seconds / steps
-    result.update({"sae/batch": float(batch), "sae/n_features": float(config.n_features),
-                   "sae/k": float(config.k), "sae/threads": float(torch.get_num_threads())})
-    return result
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d, s = SAETrainConfig(), SAEConfig()
     parser.add_argument("latents", type=Path, help="latent store folder (from `steerpad encode`)")

@@ -16,8 +16,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +37,7 @@ from steerpad.offline.losses import (
 )
 from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.offline.plots import plot_curves
+from steerpad.offline.threads import num_threads
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.outputs import claim_output, mark_run
 
@@ -366,18 +366,6 @@ def train_vae(store: IngestStore | str | Path, out_dir: str | Path, config: VAET
         return _train(store, Path(out_dir), config, resume, model_config, on_step, device, progress)
 
 
-@contextmanager
-def num_threads(n: int) -> Iterator[None]:
-    """torch's CPU thread count set to `n` (0 = unchanged) for the block, then restored."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train(store: IngestStore | str | Path, out_dir: Path, config: VAETrainConfig, resume: bool,
            model_config: OobleckConfig | None,
            on_step: Callable[[int, dict[str, float]], None] | None, device: str,
@@ -532,44 +520,6 @@ def _tqdm(**kwargs):
     from tqdm.auto import tqdm
 
     return tqdm(**kwargs)
-
-
-def vae_train_step_rate(model: str | OobleckConfig = "small", batch: int = 4, crop_frames: int = 32,
-                        steps: int = 5, threads: int = 2, device: str = "cpu") -> float:
-    """Benchmark: optimizer steps per second of the full training step (forward, all losses,
-    backward, AdamW) on random noise bursts, after one warm-up step."""
-    cfg = model if isinstance(model, OobleckConfig) else get_config(model)
-    tc = VAETrainConfig(model=cfg.name, batch=batch, crop_frames=crop_frames, threads=threads)
-    with num_threads(threads):
-        return _step_rate(cfg, tc, steps, device)
-
-
-def _step_rate(cfg: OobleckConfig, tc: VAETrainConfig, steps: int, device: str) -> float:
-    batch = tc.batch
-    torch.manual_seed(0)
-    vae = OobleckVAE(cfg).to(device)
-    loss_fn = VAELoss(tc).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=tc.lr, betas=tc.betas)
-    t = crop_samples(tc, cfg)
-    env = torch.exp(-torch.arange(t, device=device) / (0.1 * cfg.sample_rate))
-    x = 0.5 * torch.randn(batch, cfg.audio_channels, t, device=device) * env
-
-    def one() -> None:
-        out = vae(x)
-        loss, _ = loss_fn(out.audio, out.kl, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    one()
-    if device != "cpu":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return steps / (time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------- CLI

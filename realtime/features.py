@@ -291,7 +291,7 @@ class FeatureStream:
 
     def __init__(self, engine, rate: float, past_hits: bool = False, yield_gil: bool = False):
         """past_hits: see EngineTap; yield_gil: see AudioMeter (the live feed, beside the audio
-        callback, sets it; measured in offline/bench_live.py: the callback starts 1 ms later at
+        callback, sets it; measured in bench/bench_live.py: the callback starts 1 ms later at
         p99 without it, 0.3 ms with it)."""
         self.meter = AudioMeter(engine.sample_rate, rate, yield_gil)
         self.tap = EngineTap(engine, past_hits)

@@ -25,7 +25,7 @@ running JACK server (PipeWire's JACK included) `steerpad live` is this client in
 The process callback does what LiveStream's does (Engine.process, no lock, no I/O, nothing that
 grows with the block; JACK-Client hands each port buffer over as a small numpy view) and counts
 an xrun when JACK's frame clock skips a cycle. It runs a larger JACK period than the engine's
-block in engine-sized pieces. Closing takes the care the test rig learnt (offline/jackrig.py,
+block in engine-sized pieces. Closing takes the care the test rig learnt (tests/rig/jackrig.py,
 _RigClient): jack_deactivate cancels the process thread, and a thread cancelled while it waits
 for the GIL takes the GIL down with it, so the callback is first made to return at once, two
 cycles pass, and only then does a helper thread deactivate and close, waited for CLOSE_S.

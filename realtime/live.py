@@ -1,21 +1,27 @@
-"""`steerpad live`: play a bundle from a MIDI controller through a sound card.
+"""`steerpad live`: play a bundle from a MIDI controller through a sound card or a JACK graph.
 
-    MidiInput thread ──engine.handle──► Engine ◄──process── sounddevice callback ──► output
-                                          └── RenderWorker thread (onnxruntime, soxr)
+    rtmidi's queue ──drained at block start──► Engine.process ◄── sounddevice callback ──► output
+      (or, as a JACK client, CLIENT:midi_in in the process callback: jackio.JackStream)
+                                                 └── RenderWorker thread (onnxruntime, soxr)
 
-The sounddevice callback only calls `Engine.process` and counts xruns; the terminal status view
-redraws from the main thread a few times a second. Ctrl-C stops everything in order: MIDI,
-audio stream, render worker, master bus.
+Two backends share one play loop (_Backend.perform): _JackBackend, steerpad as a JACK client of
+its own with named ports (realtime/jackio.py), when a JACK server runs and no PortAudio device
+is named; _PortAudioBackend, a sounddevice stream (LiveStream) on the chosen device, MIDI
+through rtmidi. The audio callback calls `Engine.process` (which drains the MIDI input first)
+and counts xruns; the terminal status view redraws from the main thread a few times a second.
+Ctrl-C stops everything in order: the feed, the stream, MIDI, capture, the render worker, the
+master bus.
 
 A device that goes away (the JACK server stopped, killed or hung, a card unplugged) ends the
 run: the main thread checks the stream a few times a second (LiveStream.check: PortAudio's
 "active" flag, which pa_jack clears when the server shuts down, and a watchdog on the blocks the
-callback counts), shows why in the status view (MIDI on that JACK server went with it), and
-`steerpad live` exits 1 with one line (RuntimeFailure). The main thread never waits on PortAudio
-or rtmidi for long, so Ctrl-C always works: with JACK gone, pa_jack's stop, abort and close (and
-Pa_Terminate at exit, which closes every open stream) each wait 10 minutes for a process
-callback the dead server never runs. So a live stream is stopped on a helper thread with a
-timeout, a dead one is left alone, and a second Ctrl-C during the short closing is ignored.
+callback counts; JackStream.check: JACK's shutdown callback and the same watchdog), shows why in
+the status view (MIDI on that JACK server went with it), and `steerpad live` exits 1 with one
+line (RuntimeFailure). The main thread never waits on PortAudio or rtmidi for long, so Ctrl-C
+always works: with JACK gone, pa_jack's stop, abort and close (and Pa_Terminate at exit, which
+closes every open stream) each wait 10 minutes for a process callback the dead server never
+runs. So a live stream is stopped on a helper thread with a timeout, a dead one is left alone,
+and a second Ctrl-C during the short closing is ignored.
 """
 
 from __future__ import annotations

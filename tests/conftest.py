@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from steerpad.offline.jackrig import ensure_jackd, start_cpu_load, stop_cpu_load
+from rig.jackrig import ensure_jackd, start_cpu_load, stop_cpu_load
 
 JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
 # A developer's own config file (realtime/config.py) never reaches the tests: this one is absent.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from steerpad.offline import bench
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # bench/ is not a package
+import bench  # noqa: E402
+from steerpad.offline.sae import SAEConfig  # noqa: E402
 
 
 def test_quick_run_prints_table_and_json(tmp_path, capsys):
@@ -65,3 +69,9 @@ def test_unknown_benchmark_is_refused(capsys):
         bench.main(["--only", "nope"])
     assert e.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_throughput_reports_speed():
+    result = bench.sae_throughput(n_vectors=1024, batch=512, config=SAEConfig(n_features=256, k=8))
+    assert result["sae/vectors_per_s"] > 0 and result["sae/vectors_per_s_auxk"] > 0
+    assert result["sae/batch"] == 512

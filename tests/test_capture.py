@@ -550,8 +550,9 @@ def rms_db(x: np.ndarray) -> float:
 def test_live_input_flags_and_capture_from_the_command_line(jack_server, chain, played, tmp_path, capsys):
     """`steerpad live --input`: a sequencer hits pad 6 and presses arm, a drum hit is played into
     steerpad's input port, and the take lands in --kit-dir."""
+    from rig.jackrig import Player, Sender
+
     from steerpad.offline.cli import main
-    from steerpad.offline.jackrig import Player, Sender
 
     _, preset, snare = played
     rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset.path), "--monitor",
@@ -598,7 +599,8 @@ def test_live_input_flags_and_capture_from_the_command_line(jack_server, chain, 
 
 @pytest.fixture(scope="module")
 def live_in(jack_server, played, tmp_path_factory):
-    from steerpad.offline.jackrig import live_rig
+    from rig.jackrig import live_rig
+
     from steerpad.realtime.capture import Capture
 
     bundle, preset, _ = played
@@ -625,7 +627,7 @@ def matches_what_was_played(wav: np.ndarray, snare: np.ndarray) -> tuple[bool, i
 
 @pytest.mark.slow
 def test_a_drum_hit_played_into_the_input_becomes_a_steerable_pad(live_in, played):
-    from steerpad.offline.jackrig import first_onset
+    from rig.jackrig import first_onset
 
     rig, cap, kit = live_in
     _, _, snare = played
@@ -685,7 +687,7 @@ def test_a_drum_hit_played_into_the_input_becomes_a_steerable_pad(live_in, playe
 
 @pytest.mark.slow
 def test_monitor_mixes_the_input_into_the_output(live_in, played):
-    from steerpad.offline.jackrig import first_onset
+    from rig.jackrig import first_onset
 
     rig, cap, _ = live_in
     _, _, snare = played

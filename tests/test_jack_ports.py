@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
+from rig.jackrig import Recorder, Sender, first_onset
 from test_engine import write_preset
 
 from steerpad.offline.cli import main
-from steerpad.offline.jackrig import Recorder, Sender, first_onset
 from steerpad.realtime import jackio, midi
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.engine import Engine

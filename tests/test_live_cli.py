@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
+from rig.jackrig import Sender
 from test_engine import write_preset
 
 from steerpad.offline.cli import main
-from steerpad.offline.jackrig import Sender
 
 pytestmark = pytest.mark.slow
 

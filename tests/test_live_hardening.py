@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rig.jackrig import jack_running, jackd_command
 
 from steerpad.offline.cli import main
-from steerpad.offline.jackrig import jack_running, jackd_command
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.limits import (
     BLOCKSIZE_MAX,

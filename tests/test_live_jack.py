@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 import pytest
+from rig.jackrig import Sender, first_onset, live_rig
 from test_engine import write_preset
 
-from steerpad.offline.jackrig import Sender, first_onset, live_rig
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.midi import MidiInput
 from steerpad.realtime.presets import load_preset

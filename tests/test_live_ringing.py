@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rig.jackrig import live_rig, turn_while_ringing
 
-from steerpad.offline.jackrig import live_rig, turn_while_ringing
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.presets import load_preset
 

@@ -509,10 +509,10 @@ PORT = "steerpad-osc-test"
 
 @pytest.fixture(scope="module")
 def live(jack_server, chain, tmp_path_factory):
-    """steerpad live on JACK (offline/jackrig.live_rig) with a LiveFeed at 60 Hz to a Receiver."""
+    """steerpad live on JACK (tests/rig/jackrig.live_rig) with a LiveFeed at 60 Hz to a Receiver."""
+    from rig.jackrig import live_rig
     from test_engine import write_preset
 
-    from steerpad.offline.jackrig import live_rig
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
 
@@ -623,7 +623,7 @@ def test_live_centroid_follows_the_brighter_knob(live):
 
 @pytest.mark.slow
 def test_an_unreachable_visualizer_never_disturbs_playback(live):
-    from steerpad.offline.jackrig import first_onset
+    from rig.jackrig import first_onset
 
     rig, _, _ = live
     with socket_nobody_listens() as port:

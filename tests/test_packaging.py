@@ -142,6 +142,42 @@ def test_realtime_sources_never_import_offline_or_torch():
                                      "import steerpad.offline")), f"{p}: {s}"
 
 
+SEAM = {
+    "steerpad.realtime.bundle": "the bundle contract: what export writes and the player loads",
+    "steerpad.realtime.errors": "one-line errors, the same in both halves",
+    "steerpad.realtime.descriptors": "the shared descriptors probes are trained on and the feed reports",
+    "steerpad.realtime.outputs": "what steerpad may overwrite: the output markers both halves write",
+    "steerpad.realtime.limits": "the audio file rates both halves accept",
+    "steerpad.realtime.faithful": "the render modes a bundle's manifest names, and their settings",
+    "steerpad.realtime.renderer": "knobs are calibrated and evaluated on a pad's render as it plays",
+}
+"""What the trainer may import from the player: the bundle contract and what it names. Tooling
+(the JACK rig, the benchmarks, the model report) lives outside the packages."""
+
+
+def test_offline_imports_from_realtime_only_the_seam():
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for p in sorted((ROOT / "offline").glob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            module = getattr(node, "module", None) or ""
+            if isinstance(node, ast.ImportFrom) and module.startswith("steerpad.realtime"):
+                names = [node.module] if node.module != "steerpad.realtime" else \
+                    [f"steerpad.realtime.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("steerpad.realtime")]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, set()).add(p.name)
+    outside = {m: sorted(files) for m, files in found.items() if m not in SEAM}
+    assert not outside, f"offline imports these realtime modules beyond the seam: {outside}"
+    assert "steerpad.realtime.bundle" in found  # (the walk sees imports at all)
+    tooling = {"jackrig.py", "bench.py", "bench_live.py", "vae_bench.py", "model_report.py"}
+    assert not tooling & {p.name for p in (ROOT / "offline").glob("*.py")}
+
+
 def test_cli_unknown_command_is_one_clear_line():
     from steerpad.offline.cli import main
     assert main(["frobnicate"]) == 2

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from pythonosc.udp_client import SimpleUDPClient
+from rig.jackrig import Sender
 from test_engine import write_preset
 
 from steerpad.offline.cli import main
-from steerpad.offline.jackrig import Sender
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium: install it (./scripts/test does)")

@@ -1,7 +1,7 @@
 """The model card and report of a trained bundle (models/default): what `scripts/train_default`
 runs after `steerpad train`.
 
-    python -m steerpad.offline.model_report BUNDLE --work WORK [--eval-clips N]
+    python bench/model_report.py BUNDLE --work WORK [--eval-clips N]
 
 From the bundle (played as the realtime engine plays it: onnxruntime) and the training work
 folder (the ingested store and each stage's metrics) it writes, into BUNDLE/report/:
@@ -380,7 +380,7 @@ def model_card(bundle, store, work: Path, metrics: dict, reports: dict[str, dict
               *fidelity_section(fidelity).splitlines(),
               *steering_section(reports).splitlines(),
               "## Reproduce", "", "```sh", "./scripts/train_default      # resumable; then:",
-              "python -m steerpad.offline.model_report models/default --work runs/default.work",
+              "python bench/model_report.py models/default --work runs/default.work",
               "```", "", "`steerpad train` calibrates the knobs per render mode after export "
               "(`steerpad calibrate`, offline/knobs.py).", ""]
     return "\n".join(x for x in lines if x is not None) + "\n"

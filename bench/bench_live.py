@@ -135,7 +135,8 @@ def bench_live_modulation(o) -> dict[str, float]:
     one end 150 ms into its ring: from the cycle the CC was sent in until the recorded output's
     spectral centroid leaves the same hit's with the knob left alone by 5 % (the centre of the
     first 1024-sample window that does; jackrig.turn_while_ringing)."""
-    from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, live_rig, turn_while_ringing
+    from rig.jackrig import PERIOD, RATE, ensure_jackd, live_rig, turn_while_ringing
+
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.engine import Engine
     from steerpad.realtime.presets import load_preset
@@ -205,7 +206,8 @@ def bench_live_jack(o) -> dict[str, float]:
     JACK port); `jack_client/*` as steerpad's own JACK client (realtime/jackio.py: MIDI on its
     midi_in port, read in the process callback; --outputs pads: 34 ports), the callback's whole
     time (ports included) as `jack_client/callback_p50_ms`, `_p99_ms`."""
-    from steerpad.offline.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
+    from rig import jackrig
+    from rig.jackrig import PERIOD, RATE, ensure_jackd, first_onset, live_rig
 
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
@@ -216,8 +218,8 @@ def bench_live_jack(o) -> dict[str, float]:
         latencies, late = [], 0
         with live_rig(bundle, preset, "steerpad-bench", seconds=seconds + 10, backend=backend,
                       outputs="pads") as rig:
-            plain = subprocess.Popen([sys.executable, "-m", "steerpad.offline.jackrig", "plain",
-                                      str(seconds)], stdout=subprocess.PIPE, text=True)
+            plain = subprocess.Popen([sys.executable, jackrig.__file__, "plain", str(seconds)],
+                                     stdout=subprocess.PIPE, text=True)
             time.sleep(0.5)  # the plain client is up
             xruns0 = rig.stream.xruns
             t_end = time.monotonic() + seconds - 1.0

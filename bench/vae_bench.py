@@ -1,7 +1,7 @@
 """How fast the Oobleck VAE encodes and decodes in torch eager on this machine.
 
 `decode_rtf("small")` times a folded, eval-mode model on N seconds of audio and returns a flat
-metrics dict; `python -m steerpad.offline.vae_bench --channels 8 16 32` prints a table for
+metrics dict; `python bench/vae_bench.py --channels 8 16 32` prints a table for
 other widths (this is how the `small` config's width was chosen).
 """
 

@@ -22,8 +22,18 @@ from typing import Any
 
 import torch
 
-from steerpad.offline import bench_live
-from steerpad.offline.jackrig import cpu_load
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]  # the other benchmarks; the test rigs (tests/rig)
+
+import bench_live  # noqa: E402
+from rig.jackrig import cpu_load  # noqa: E402
+from rig.planted import planted_latents  # noqa: E402
+
+from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config  # noqa: E402
+from steerpad.offline.sae import SAEConfig, TopKSAE  # noqa: E402
+from steerpad.offline.sae_train import train_step  # noqa: E402
+from steerpad.offline.threads import num_threads  # noqa: E402
+from steerpad.offline.vae_train import VAELoss, VAETrainConfig, crop_samples  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -40,14 +50,12 @@ class Options:
 
 def bench_sae_train(o: Options) -> dict[str, float]:
     """TopK SAE training throughput (64 -> 4096, k=32): latent vectors/s, with and without AuxK."""
-    from steerpad.offline.sae_train import sae_throughput
-
     return sae_throughput(n_vectors=8192 if o.quick else 65536, batch=1024 if o.quick else 4096)
 
 
 def _vae_codec(config: str) -> Callable[[Options], dict[str, float]]:
     def bench(o: Options) -> dict[str, float]:
-        from steerpad.offline.vae_bench import decode_rtf
+        from vae_bench import decode_rtf
 
         return decode_rtf(config, seconds=0.1 if o.quick else 1.0, threads=o.threads,
                           repeats=1 if o.quick else 5, device=o.device)
@@ -59,8 +67,6 @@ def _vae_codec(config: str) -> Callable[[Options], dict[str, float]]:
 
 def bench_vae_train(o: Options) -> dict[str, float]:
     """`small` VAE training step (batch 4 whole 32-frame clips, all losses, AdamW): steps/s."""
-    from steerpad.offline.vae_train import vae_train_step_rate
-
     threads = o.threads or torch.get_num_threads()
     steps = 1 if o.quick else 5
     frames = 2 if o.quick else 32
@@ -77,12 +83,10 @@ def bench_export_onnx(o: Options) -> dict[str, float]:
 
     import numpy as np
     import onnxruntime as ort
+    from vae_bench import _time_ms
 
     from steerpad.offline.export import export_onnx
-    from steerpad.offline.oobleck import OobleckVAE, get_config
-    from steerpad.offline.sae import SAEConfig, TopKSAE
     from steerpad.offline.steering import SteerModule
-    from steerpad.offline.vae_bench import _time_ms
 
     threads = o.threads or torch.get_num_threads()
     cfg = get_config("tiny" if o.quick else "small")
@@ -122,6 +126,73 @@ def bench_export_onnx(o: Options) -> dict[str, float]:
             "onnx/decode_speedup": torch_decode / onnx_decode, "onnx/decode_max_abs_error": err,
             "onnx/export_s": export_s, "audio/seconds": frames * cfg.hop / cfg.sample_rate,
             "audio/frames": float(frames), "steer/frames": float(shot), "onnx/threads": float(threads)}
+
+
+# ---------------------------------------------------------------- training throughput helpers
+
+def sae_throughput(n_vectors: int = 65536, batch: int = 4096,
+                   config: SAEConfig | None = None) -> dict[str, float]:
+    """Training speed on this machine (planted latents, default SAE): latent vectors per
+    second through full optimiser steps, without and with the AuxK pass (10% dead)."""
+    config = config or SAEConfig()
+    x, _ = planted_latents(max(n_vectors, batch), d_in=config.d_in, seed=0)
+    model = TopKSAE(config)
+    x_s = torch.from_numpy((x - x.mean(0)) / x.std(0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, eps=6.25e-10)
+    dead = torch.zeros(config.n_features, dtype=torch.bool)
+    dead[torch.randperm(config.n_features)[: max(1, config.n_features // 10)]] = True
+    steps = max(2, x_s.shape[0] // batch)
+    result: dict[str, float] = {}
+    for name, mask in (("", None), ("_auxk", dead)):
+        train_step(model, opt, x_s[:batch], mask)  # warm-up: allocator, kernels
+        t0 = time.perf_counter()
+        for i in range(steps):
+            j = (i * batch) % (x_s.shape[0] - batch + 1)
+            train_step(model, opt, x_s[j:j + batch], mask)
+        seconds = time.perf_counter() - t0
+        result[f"sae/vectors_per_s{name}"] = steps * batch / seconds
+        result[f"sae/step_ms{name}"] = 1000 * seconds / steps
+    result.update({"sae/batch": float(batch), "sae/n_features": float(config.n_features),
+                   "sae/k": float(config.k), "sae/threads": float(torch.get_num_threads())})
+    return result
+
+
+def vae_train_step_rate(model: str | OobleckConfig = "small", batch: int = 4, crop_frames: int = 32,
+                        steps: int = 5, threads: int = 2, device: str = "cpu") -> float:
+    """Benchmark: optimizer steps per second of the full training step (forward, all losses,
+    backward, AdamW) on random noise bursts, after one warm-up step."""
+    cfg = model if isinstance(model, OobleckConfig) else get_config(model)
+    tc = VAETrainConfig(model=cfg.name, batch=batch, crop_frames=crop_frames, threads=threads)
+    with num_threads(threads):
+        return _step_rate(cfg, tc, steps, device)
+
+
+def _step_rate(cfg: OobleckConfig, tc: VAETrainConfig, steps: int, device: str) -> float:
+    batch = tc.batch
+    torch.manual_seed(0)
+    vae = OobleckVAE(cfg).to(device)
+    loss_fn = VAELoss(tc).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=tc.lr, betas=tc.betas)
+    t = crop_samples(tc, cfg)
+    env = torch.exp(-torch.arange(t, device=device) / (0.1 * cfg.sample_rate))
+    x = 0.5 * torch.randn(batch, cfg.audio_channels, t, device=device) * env
+
+    def one() -> None:
+        out = vae(x)
+        loss, _ = loss_fn(out.audio, out.kl, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - t0)
 
 
 BENCHES: dict[str, Callable[[Options], dict[str, float]]] = {

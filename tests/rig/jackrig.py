@@ -501,7 +501,7 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: i
 
 def plain_client(seconds: float, name: str = "steerpad-bench-plain") -> int:
     """A plain JACK client (a one-channel pass-through) for `seconds`: the xruns it was told of.
-    Run it in a process of its own (`python -m steerpad.offline.jackrig plain SECONDS`): a Python
+    Run it in a process of its own (`python tests/rig/jackrig.py plain SECONDS`): a Python
     JACK xrun callback in a process that opens rtmidi ports can deadlock."""
     import jack
 
@@ -525,4 +525,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "plain":
         print(json.dumps({"xruns": plain_client(float(sys.argv[2]))}))
     else:
-        sys.exit("usage: python -m steerpad.offline.jackrig plain SECONDS")
+        sys.exit("usage: python tests/rig/jackrig.py plain SECONDS")

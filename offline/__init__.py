@@ -1,2 +1,20 @@
-"""steerpad.offline: ingest, VAE, SAE, probes and export. Modules that need torch import it
-themselves, so importing this package (and the CLI) stays light."""
+"""steerpad.offline: trains and exports bundles. Modules that need torch import it themselves, so
+importing this package (and the CLI) stays light. From steerpad.realtime it takes only the bundle
+contract and what it names (tests/test_packaging.py: SEAM).
+
+Modules, stage by stage (docs/architecture.md):
+
+- cli: the `steerpad` command; each subcommand is a module with add_arguments / run
+- ingest, ingest_store, labels: folders of one-shots -> a store of equal-length labelled clips
+- oobleck, spectral, sao_weights: the VAE family (Stable Audio Open's Oobleck, the small spectral
+  default) and loading SAO weights
+- vae_train, losses, discriminator, augment, checkpoint, threads, plots: training the VAE
+- latents: the latent store (`steerpad encode`)
+- sae, sae_train: the TopK sparse autoencoder and its training
+- descriptors, probes, directions, steering: descriptors per frame, probes on SAE codes, knob
+  directions, steering latents
+- steer_eval, knobs, evaluate, fidelity: α calibration, per-mode knob feel (`steerpad
+  calibrate`), `steerpad eval` (steering, or --fidelity)
+- export: write the bundle (ONNX, probes, kit, manifest)
+- train_all: `steerpad train`, every stage, resumable
+"""

@@ -6,7 +6,7 @@ training kits, x = f * sqrt(k / F) (the RMS-normalised code, rescaled so its ent
 a global scale, so directions in x and in f are the same). It is scored on held-out kits:
 accuracy beside chance (the share of the most common bin) and within-one-bin accuracy.
 
-Directions (DESIGN.md section 2): the knob direction is W[high bin] - W[low bin], unit norm, in
+Directions (docs/design.md, section 1): the knob direction is W[high bin] - W[low bin], unit norm, in
 code space; `class_targets` gives one per bin (W[c] - mean_c' W[c'], unit norm, as in Paek et
 al. 2025) for steering toward a particular bin.
 

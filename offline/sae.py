@@ -1,4 +1,4 @@
-"""TopK sparse autoencoder over standardised VAE latents (DESIGN.md section 2).
+"""TopK sparse autoencoder over standardised VAE latents (docs/design.md, section 1).
 
     x [N, D] --standardise--> x_s --(- b_dec)--> W_enc, b_enc --> pre [N, F]
       --TopK, ReLU--> sparse code (+ level pair) --RMSNorm (no gain)--> f [N, F], ||f|| = sqrt(F)

@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # bench/ is not a package
 import bench  # noqa: E402
 from steerpad.offline.sae import SAEConfig  # noqa: E402
+from steerpad.realtime.errors import SteerpadError  # noqa: E402
+from tests.tinystore import tiny_config  # noqa: E402
 
 
 def test_quick_run_prints_table_and_json(tmp_path, capsys):
@@ -75,3 +77,10 @@ def test_throughput_reports_speed():
     result = bench.sae_throughput(n_vectors=1024, batch=512, config=SAEConfig(n_features=256, k=8))
     assert result["sae/vectors_per_s"] > 0 and result["sae/vectors_per_s_auxk"] > 0
     assert result["sae/batch"] == 512
+
+
+def test_step_rate_benchmark_runs():
+    rate = bench.vae_train_step_rate(tiny_config(), batch=1, crop_frames=8, steps=1, threads=1)
+    assert rate > 0
+    with pytest.raises(SteerpadError, match="crop_frames"):  # 4 x 256 samples < 2048-point STFT
+        bench.vae_train_step_rate(tiny_config(), batch=1, crop_frames=4, steps=1, threads=1)

@@ -17,7 +17,7 @@ from steerpad.offline.cli import main
 from steerpad.offline.ingest import IngestStore
 from steerpad.offline.latents import LatentStore, encode_store, shard_path
 from steerpad.offline.oobleck import OobleckVAE, load_vae, save_vae
-from steerpad.offline.vae_train import num_threads
+from steerpad.offline.threads import num_threads
 from steerpad.realtime.errors import SteerpadError
 from tests.tinystore import make_store, tiny_config
 

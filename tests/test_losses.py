@@ -13,7 +13,7 @@ from steerpad.offline.losses import (
     snr_db,
     waveform_l1,
 )
-from steerpad.offline.vae_train import num_threads
+from steerpad.offline.threads import num_threads
 from tests.drumsynth import render_kick, render_snare
 
 

@@ -16,15 +16,8 @@ from steerpad.offline.checkpoint import load_checkpoint
 from steerpad.offline.cli import main
 from steerpad.offline.ingest import IngestStore
 from steerpad.offline.oobleck import OobleckVAE, load_vae
-from steerpad.offline.vae_train import (
-    VAELoss,
-    VAETrainConfig,
-    num_threads,
-    sample_crops,
-    train_vae,
-    vae_train_step_rate,
-)
-from steerpad.realtime.errors import SteerpadError
+from steerpad.offline.threads import num_threads
+from steerpad.offline.vae_train import VAELoss, VAETrainConfig, sample_crops, train_vae
 from tests.tinystore import make_store, tiny_config
 
 FFT = (512, 256, 128, 64)  # crops of 4 x 256 samples fit a 512-point STFT
@@ -227,10 +220,3 @@ def test_cli_trains_resumes_and_refuses_a_mismatched_store(store_path, tmp_path,
     assert main(["train", "vae", str(store_path), "--out", str(tmp_path / "none"), "--resume",
                  "--no-progress"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
-
-
-def test_step_rate_benchmark_runs():
-    rate = vae_train_step_rate(tiny_config(), batch=1, crop_frames=8, steps=1, threads=1)
-    assert rate > 0
-    with pytest.raises(SteerpadError, match="crop_frames"):  # 4 x 256 samples < 2048-point STFT
-        vae_train_step_rate(tiny_config(), batch=1, crop_frames=4, steps=1, threads=1)

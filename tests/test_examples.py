@@ -92,6 +92,12 @@ def test_train_tiny_makes_a_bundle_steerpad_plays(tmp_path):
 
     bundle = load_bundle(tmp_path / "bundle")
     assert {"brighter", "louder"} <= set(bundle.direction_names())
-    run = example("play_pad.py", "--bundle", str(tmp_path / "bundle"), "--pad", bundle.kit[0].name,
-                  "--out", str(tmp_path / "pad.wav"))
-    assert sf.info(str(tmp_path / "pad.wav")).frames > 0
+    files = sorted((tmp_path / "kits" / "synth_kit_1").glob("*.*"))[:16]  # pads 1.. play a kit's files
+    preset = tmp_path / "tiny.toml"
+    preset.write_text('name = "tiny"\ncontroller = "generic"\n'
+                      + "".join(f'[[pads]]\nsample = "{f}"\n' for f in files)
+                      + '[[knobs]]\ndirection = "brighter"\n')
+    example("bounce.py", str(ROOT / "presets" / "demo.mid"), str(tmp_path / "demo.wav"),
+            "--bundle", str(tmp_path / "bundle"), "--preset", str(preset))
+    audio, _ = sf.read(tmp_path / "demo.wav")
+    assert np.abs(audio).max() > 0.05

@@ -269,6 +269,23 @@ class Bundle:
             x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
         return self._run("encoder", {self._io["encoder"]["input"]: x})
 
+    def latents_of(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        """A one-shot [T, channels] at any sample rate -> this bundle's latents [D, N]: resampled
+        to the bundle's rate (soxr HQ), its channels mixed down to or spread over the bundle's,
+        cut to the bundle's one-shot length (max_frames), encoded. ValueError if the encoder gives
+        non-finite latents. What a pad from a file and a captured take both go through."""
+        import soxr
+
+        x = np.asarray(audio, np.float32)
+        if rate != self.sample_rate:
+            x = soxr.resample(x, rate, self.sample_rate, quality="HQ")
+        if x.shape[1] != self.channels:
+            x = np.repeat(x.mean(axis=1, keepdims=True), self.channels, axis=1)
+        z = self.encode(np.ascontiguousarray(x[:self.max_frames * self.hop].T, dtype=np.float32))[0]
+        if not np.isfinite(z).all():
+            raise ValueError("the encoder produced non-finite latents")
+        return np.ascontiguousarray(z, np.float32)
+
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Latents [D, N] or [B, D, N] -> audio [B, C, N * hop]."""
         z = _batched(latents, self.latent_dim, "latents", "D")

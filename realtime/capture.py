@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn
 from steerpad.realtime.onset import TAIL_MS, HitDetector, Take
 from steerpad.realtime.presets import CaptureSpec
 from steerpad.realtime.renderer import PadSound
+from steerpad.realtime.service import Service
 
 POLL_S = 0.003
 """How often the capture thread reads the input ring (and checks arm presses)."""
@@ -135,7 +135,7 @@ class CaptureResult:
     error: str = ""
 
 
-class Capture:
+class Capture(Service):
     """Captures hits from `engine`'s input into its pads (see the module docstring). start()
     attaches it to the engine (engine.capture) and starts the thread; stop() undoes both."""
 
@@ -168,8 +168,9 @@ class Capture:
         self._presses = self._press_hits = self._press_at = 0
         self._hits = self._last_pad = 0
         self._arm_note, self._arm_cc, self._channel = spec.arm_note, spec.arm_cc, spec.channel
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+
+    thread_name = "steerpad-capture"
 
     # ------------------------------------------------------------ control
 
@@ -180,15 +181,10 @@ class Capture:
             raise SteerpadError(f"capture kit folder {self.kit_dir}: cannot create it ({e.strerror or e}); "
                                 "pass --kit-dir a writable folder") from None
         self.engine.capture = self
-        self._thread = threading.Thread(target=self._run, name="steerpad-capture", daemon=True)
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        super().stop()
         if self.engine.capture is self:
             self.engine.capture = None
 
@@ -258,7 +254,7 @@ class Capture:
         detector: HitDetector | None = None
         pad = 0
         waiting: list[tuple[CaptureResult, np.ndarray, float, int, float]] = []
-        while not self._stop.wait(self.poll_s):
+        while not self._stopping.wait(self.poll_s):
             try:
                 commands = []
                 while not self._commands.empty():
@@ -355,17 +351,8 @@ class Capture:
         self.state = ("idle", None)
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
-        """A take [T, C] at the input rate -> latents [D, N] (the bundle's rate, channels, length)."""
-        b = self.engine.bundle
-        x = audio
-        if self.rate != b.sample_rate:
-            x = soxr.resample(audio, self.rate, b.sample_rate, quality="HQ")
-        if x.shape[1] != b.channels:
-            x = np.repeat(x.mean(axis=1, keepdims=True), b.channels, axis=1)
-        z = b.encode(np.ascontiguousarray(x[:b.max_frames * b.hop].T, dtype=np.float32))[0]
-        if not np.isfinite(z).all():
-            raise ValueError("the encoder produced non-finite latents")
-        return np.ascontiguousarray(z, np.float32)
+        """A take [T, C] at the input rate -> latents [D, N] (Bundle.latents_of)."""
+        return self.engine.bundle.latents_of(audio, self.rate)
 
     def _rendered(self, result: CaptureResult, sound: PadSound, t_end: float, errors_before: int,
                   deadline: float) -> bool:

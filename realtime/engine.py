@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from steerpad.realtime.bundle import Bundle
 from steerpad.realtime.errors import SteerpadError
@@ -147,10 +146,11 @@ def load_file_sound(bundle: Bundle, path: Path, mode: str, where: str = "") -> P
     if audio.shape[0] == 0 or not np.isfinite(audio).all():
         name = f"{where} {path}" if where else str(path)
         raise SteerpadError(f"{name}: the audio is empty or not finite; use another one-shot")
-    at_bundle = audio
-    if rate != bundle.sample_rate:
-        at_bundle = soxr.resample(audio, rate, bundle.sample_rate, quality="HQ")
-    latents = bundle.encode(np.ascontiguousarray(at_bundle[:length].T, dtype=np.float32))[0]
+    try:
+        latents = bundle.latents_of(audio, rate)
+    except ValueError as e:
+        name = f"{where} {path}" if where else str(path)
+        raise SteerpadError(f"{name}: {e}; use another one-shot") from None
     plays = np.ascontiguousarray(audio[:int(np.ceil(length * rate / bundle.sample_rate))], np.float32)
     return PadSound(latents, plays, rate, mode)
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import select
 import sys
-import threading
 import time
 from collections.abc import Callable
+
+from steerpad.realtime.service import Service
 
 DIGIT_S = 1.5
 """How long after `r` (or a digit) another digit still adds to the pad number."""
@@ -79,7 +80,7 @@ class LiveKeys:
             self._digits = None
 
 
-class KeyReader:
+class KeyReader(Service):
     """Reads key presses from the terminal `fd` (default stdin) on a thread and calls
     handler(key) for each character. start() puts the terminal in cbreak mode (keys arrive at
     once, unechoed; Ctrl-C still interrupts); stop() restores its previous settings."""
@@ -92,8 +93,9 @@ class KeyReader:
         """Whether it runs (False when fd is not a terminal)."""
         self.errors = 0
         self._saved = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+
+    thread_name = "steerpad-keys"
 
     def start(self) -> KeyReader:
         try:
@@ -111,15 +113,10 @@ class KeyReader:
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd, termios.TCSANOW)
         self.active = True
-        self._thread = threading.Thread(target=self._run, name="steerpad-keys", daemon=True)
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        super().stop()
         if self._saved is not None:
             import termios
 
@@ -134,7 +131,7 @@ class KeyReader:
         self.stop()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             ready, _, _ = select.select([self.fd], [], [], 0.1)
             if not ready:
                 continue

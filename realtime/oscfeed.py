@@ -19,7 +19,6 @@ import math
 import os
 import secrets
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.features import FeatureStream, Frame
 from steerpad.realtime.outputs import claim_output, os_reason, replace_claimed
+from steerpad.realtime.service import Service
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
@@ -227,7 +227,7 @@ class BounceFeed:
             self.frames += 1
 
 
-class LiveFeed:
+class LiveFeed(Service):
     """Sends the live engine's feature frames to `sender` from a thread of its own.
 
     Counters (read from any thread): `frames` sent, `skipped` frames folded into a later one after
@@ -239,23 +239,18 @@ class LiveFeed:
         self.frames = self.skipped = self.lost = self.errors = 0
         self.last_error = ""
         self.cpu_s = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._position = 0
+        super().__init__()
+
+    thread_name = "steerpad-oscfeed"
 
     def start(self) -> LiveFeed:
-        if self._thread is None:
-            self._stop.clear()
-            position = self.engine.out_ring.written  # from now on: nothing before start() is sent
-            self._thread = threading.Thread(target=self._run, args=(position,), name="steerpad-oscfeed",
-                                            daemon=True)
-            self._thread.start()
-        return self
+        if not self.running:
+            self._position = self.engine.out_ring.written  # from now on: nothing before start() is sent
+        return super().start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        super().stop()
         self.sender.close()
 
     def summary(self) -> str:
@@ -264,17 +259,14 @@ class LiveFeed:
                 + (f" · {s.errors} not sent ({s.last_error})" if s.errors else "")
                 + (f" · {self.errors} feed errors ({self.last_error})" if self.errors else ""))
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def __enter__(self) -> LiveFeed:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _run(self, position: int) -> None:
+    def _run(self) -> None:
+        position = self._position
         ring = self.engine.out_ring
         stream = FeatureStream(self.engine, self.rate, yield_gil=True)
         poll = 1.0 / (self.rate * POLLS_PER_FRAME)
@@ -285,7 +277,7 @@ class LiveFeed:
             delay = wake - time.monotonic()
             if delay < -MAX_BURST * poll * POLLS_PER_FRAME:
                 wake = time.monotonic()  # stalled: start the clock again, do not race to catch up
-            if self._stop.wait(max(0.0, delay)):
+            if self._stopping.wait(max(0.0, delay)):
                 return
             try:
                 block, position, lost = ring.read(position)

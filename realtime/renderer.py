@@ -38,6 +38,7 @@ import soxr
 
 from steerpad.realtime.bundle import Bundle
 from steerpad.realtime.faithful import MODES, FaithfulPad
+from steerpad.realtime.service import Service
 
 TOP_FEATURES = 8
 """How many of the strongest SAE features PadAnalysis keeps per latent frame."""
@@ -128,7 +129,7 @@ class RenderStats:
     """Bumped as a render or an analysis starts and again as it ends: odd while one runs."""
 
 
-class RenderWorker:
+class RenderWorker(Service):
     """Renders pad sounds through `bundle` into stereo float32 [T, 2] arrays at `out_rate`.
 
     `sources[p]` is pad p's PadSound, or None for a pad with no sound. Call `start()`, then
@@ -183,8 +184,7 @@ class RenderWorker:
         self._played = [0.0] * n
         self._source_time = [0.0] * n
         self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._knobs = None
         """What `follow` gave: an object with `knob_serial` and `alpha()` (the Engine)."""
         self._seen = -1
@@ -194,18 +194,12 @@ class RenderWorker:
 
     # ------------------------------------------------------------ control (any thread)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="steerpad-render", daemon=True)
-            self._thread.start()
+    thread_name = "steerpad-render"
 
-    def stop(self) -> None:
+    def _wake(self) -> None:
+        """stop(): the loop may wait on the condition (set_source, the next knob poll)."""
         with self._cond:
-            self._stop = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
     def follow(self, knobs) -> None:
         """Take the knob state from `knobs` from now on (the Engine): its `knob_serial` (an int)
@@ -315,12 +309,13 @@ class RenderWorker:
         while True:
             self._sync()
             with self._cond:
-                pad = None if self._stop else self._stale()
-                if pad is None and not self._stop and not self._unanalysed:
+                stopping = self._stopping.is_set()  # (set before stop() notifies, under _cond)
+                pad = None if stopping else self._stale()
+                if pad is None and not stopping and not self._unanalysed:
                     # nothing stale: wait for set_source / stop, or the next knob poll
                     self._cond.wait(self.POLL_S if self._knobs is not None else None)
                     continue
-                if self._stop:
+                if stopping:
                     return
                 if pad is not None:
                     alpha, version, since = self._alpha, self._version, self._version_time

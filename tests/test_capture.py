@@ -198,11 +198,13 @@ def fake_engine(input_channels: int = 1):
     pads (their mode: the bundle's), a controller, a render worker that publishes at once."""
     from types import SimpleNamespace
 
+    from steerpad.realtime.bundle import Bundle
     from steerpad.realtime.ring import AudioRing
 
     n = 16
     bundle = SimpleNamespace(sample_rate=RATE, hop=256, max_frames=100, channels=1, default_mode="faithful",
                              encode=lambda x: np.zeros((1, 8, -(-x.shape[-1] // 256)), np.float32))
+    bundle.latents_of = lambda audio, rate: Bundle.latents_of(bundle, audio, rate)  # the real one
     worker = SimpleNamespace(sources=[None] * n, rendered=[None] * n, errors=[""] * n,
                              stats=SimpleNamespace(errors=0))
 

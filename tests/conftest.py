@@ -1,5 +1,7 @@
-"""Shared test setup. A dummy JACK server is started before anything imports sounddevice
-(PortAudio finds host APIs once, at import), so the realtime tests run on real audio and MIDI."""
+"""Shared test setup. When the collected tests include one that plays through JACK (marked `live`),
+a dummy JACK server of this run's own is started after collection, before any test imports
+sounddevice (PortAudio finds host APIs once, at import), so the realtime tests run on real audio
+and MIDI; a run of numpy-only tests starts none."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 from rig.jackrig import ensure_jackd, start_cpu_load, stop_cpu_load
 
-JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
+JACK_OK = False
+"""Whether this run's JACK server runs (started in pytest_collection_modifyitems)."""
 # A developer's own config file (realtime/config.py) never reaches the tests: this one is absent.
 os.environ["STEERPAD_CONFIG"] = os.path.join(tempfile.gettempdir(), f"steerpad-tests-{os.getpid()}.toml")
 
@@ -25,11 +28,15 @@ def pytest_addoption(parser) -> None:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Every test that plays through the JACK server is marked `live` (by the jack_server
-    fixture, or by hand for a test that starts a server of its own). With --load they run last,
-    in their collected order, so one run holds the idle tests and the loaded ones."""
+    fixture, or by hand for a test that starts a server of its own); if there is one, the JACK
+    server starts now. With --load they run last, in their collected order, so one run holds the
+    idle tests and the loaded ones."""
+    global JACK_OK
     for item in items:
         if "jack_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.live)
+    if any(item.get_closest_marker("live") is not None for item in items):
+        JACK_OK = ensure_jackd(server=f"steerpad-test-{os.getpid()}")  # this run's own server
     if config.getoption("--load"):
         items.sort(key=lambda item: item.get_closest_marker("live") is not None)  # (stable)
 

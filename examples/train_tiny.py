@@ -13,7 +13,11 @@ Needs the training install (torch): pip install torch==2.13.0 'steerpad[train,cp
 import argparse
 from pathlib import Path
 
+from steerpad.offline.directions import SteeringConfig
+from steerpad.offline.sae import SAEConfig
+from steerpad.offline.sae_train import SAETrainConfig
 from steerpad.offline.train_all import TrainPlan, train_bundle
+from steerpad.offline.vae_train import VAETrainConfig
 
 
 def main() -> None:
@@ -27,12 +31,14 @@ def main() -> None:
                     help="descriptors to make knobs of (brighter, louder)")
     args = ap.parse_args()
 
+    # One config per stage, each with its own defaults (see their docstrings); tiny values here.
     plan = TrainPlan(
         data=args.data, out=args.out, work=args.work or args.out.with_name(args.out.name + ".work"),
-        vae=args.vae, vae_steps=args.vae_steps,
-        sae_steps=300, sae_features=512, sae_k=16, sae_batch=1024,  # a small dictionary, quickly
-        calib_clips=4, eval_clips=4, knobs=tuple(args.knobs),
-        progress=False,
+        vae=args.vae,
+        vae_train=VAETrainConfig(steps=args.vae_steps),  # used when --vae names a config to train
+        sae=SAETrainConfig(sae=SAEConfig(n_features=512, k=16), steps=300, batch=1024),
+        steering=SteeringConfig(calib_clips=4, knobs=tuple(args.knobs)),
+        eval_clips=4, progress=False,
     )
     summary = train_bundle(plan)  # resumable: run it again and the finished stages are kept
     for stage, metrics in summary.items():

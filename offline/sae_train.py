@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from steerpad.offline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from steerpad.offline.flags import ConfigFlags
 from steerpad.offline.sae import SAEConfig, TopKSAE, save_sae
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.outputs import claim_output, mark_run
@@ -267,31 +268,23 @@ def train_sae(train: np.ndarray, val: np.ndarray, config: SAETrainConfig, out_di
     return metrics
 
 
+MODEL_FLAGS = ConfigFlags(SAEConfig, {"n_features": "--features", "k": "--k", "aux_k": "--aux-k",
+                                      "aux_coef": "--aux-coef", "dead_after": "--dead-after"})
+TRAIN_FLAGS = ConfigFlags(SAETrainConfig, {name: "--" + name.replace("_", "-") for name in (
+    "steps", "batch", "lr", "level_init", "eval_every", "checkpoint_every", "seed")})
+"""The command line's options: type, default and help from SAEConfig and SAETrainConfig."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d, s = SAETrainConfig(), SAEConfig()
     parser.add_argument("latents", type=Path, help="latent store folder (from `steerpad encode`)")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder: the SAE (load_sae) + metrics.json, curves.png")
-    parser.add_argument("--features", type=int, default=s.n_features, help="dictionary size")
-    parser.add_argument("--k", type=int, default=s.k, help="active features per frame")
-    parser.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in all")
-    parser.add_argument("--batch", type=int, default=d.batch, help="frames per step")
-    parser.add_argument("--lr", type=float, default=None, help="Adam lr (default: by size)")
-    parser.add_argument("--aux-k", type=int, default=None,
-                        help="dead features in the AuxK loss (default: min(256, features/2))")
-    parser.add_argument("--aux-coef", type=float, default=s.aux_coef, help="AuxK weight")
-    parser.add_argument("--dead-after", type=int, default=None,
-                        help="frames a feature may stay silent before it counts as dead "
-                             "(default: one epoch)")
-    parser.add_argument("--level-init", type=float, default=d.level_init,
-                        help="level pair start, x the content code's length")
+    MODEL_FLAGS.add(parser)
+    TRAIN_FLAGS.add(parser)
     parser.add_argument("--no-level-pair", action="store_true",
                         help="ablation: RMSNorm without the level pair (loses input magnitude)")
     parser.add_argument("--no-rmsnorm", action="store_true",
                         help="ablation: plain TopK code without the RMSNorm (nor level pair)")
-    parser.add_argument("--eval-every", type=int, default=d.eval_every)
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="checkpoint and stop after this step (continue with --resume)")
@@ -305,13 +298,9 @@ def run(args: argparse.Namespace) -> int:
     claim_output(args.out, "run:sae", inputs=[args.latents], resume=True)
     train, val = store.frames("train"), store.frames("val")
     try:
-        config = SAETrainConfig(
-            sae=SAEConfig(d_in=int(train.shape[1]), n_features=args.features, k=args.k,
-                          rmsnorm=not args.no_rmsnorm,
-                          level_pair=not (args.no_rmsnorm or args.no_level_pair), aux_k=args.aux_k,
-                          aux_coef=args.aux_coef, dead_after=args.dead_after),
-            batch=args.batch, steps=args.steps, lr=args.lr, eval_every=args.eval_every,
-            checkpoint_every=args.checkpoint_every, seed=args.seed, level_init=args.level_init)
+        model = SAEConfig(d_in=int(train.shape[1]), rmsnorm=not args.no_rmsnorm,
+                          level_pair=not (args.no_rmsnorm or args.no_level_pair), **MODEL_FLAGS.given(args))
+        config = SAETrainConfig(sae=model, **TRAIN_FLAGS.given(args))
     except ValueError as e:
         raise SteerpadError(f"train sae options: {e}") from None
     metrics = train_sae(train, val, config, args.out, resume=args.resume, mean=store.mean,

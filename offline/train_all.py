@@ -14,32 +14,37 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from steerpad.offline.directions import SteeringConfig
+from steerpad.offline.flags import ConfigFlags
+from steerpad.offline.probes import ProbeConfig
+from steerpad.offline.sae import SAEConfig
+from steerpad.offline.sae_train import SAETrainConfig
+from steerpad.offline.vae_train import VAETrainConfig
 from steerpad.realtime.errors import SteerpadError
 
 
 @dataclass
 class TrainPlan:
+    """One `steerpad train` run: where from and to, and each stage's own config (their defaults
+    and meanings are declared once, in the stage's dataclass)."""
+
     data: list[Path]
     out: Path
     work: Path
     vae: str = "small"
     """`small` / `tiny` (trained here), `sao` (with vae_weights), or a VAE folder."""
     vae_weights: Path | None = None
-    vae_steps: int = 2000
-    sae_steps: int = 2000
-    sae_features: int = 4096
-    sae_k: int = 32
-    sae_batch: int = 4096
-    calib_clips: int = 16
+    vae_train: VAETrainConfig = field(default_factory=VAETrainConfig)
+    """How the VAE is trained when `vae` names a config (its `model` is set from `vae`)."""
+    sae: SAETrainConfig = field(default_factory=SAETrainConfig)
+    """The SAE and its training (its input size is set from the latents)."""
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
+    """Probes, knobs and their calibration."""
     eval_clips: int = 8
-    knobs: tuple[str, ...] | None = None
-    bins: int = 8
-    """Bins per descriptor for the probes."""
-    binning: str = "quantile"
-    """quantile (equal counts) or linear (equal widths)."""
+    """Held-out clips the closing evaluation renders per knob."""
     val_kits: list[str] | None = None
     """Validation kits by name (default: drawn by ingest, 20 % of the kits)."""
     ingest: dict = field(default_factory=dict)
@@ -52,6 +57,16 @@ class TrainPlan:
     force: bool = False
     progress: bool = True
     summary: dict[str, dict[str, float | str]] = field(default_factory=dict)
+
+
+FLAGS = (
+    ConfigFlags(VAETrainConfig, {"steps": "--vae-steps"}),
+    ConfigFlags(SAETrainConfig, {"steps": "--sae-steps", "batch": "--sae-batch"}),
+    ConfigFlags(SAEConfig, {"n_features": "--sae-features", "k": "--sae-k"}),
+    ConfigFlags(SteeringConfig, {"calib_clips": "--calib-clips", "knobs": "--knobs"}),
+    ConfigFlags(ProbeConfig, {"n_bins": "--bins", "binning": "--binning"}),
+)
+"""`steerpad train`'s flags for the stage configs (the stages' own commands take the rest)."""
 
 
 def _note(plan: TrainPlan, stage: str, **values) -> None:
@@ -88,7 +103,7 @@ def _vae_config(plan: TrainPlan):
 def stage_vae(plan: TrainPlan, store):
     from steerpad.offline.latents import load_encoder
     from steerpad.offline.oobleck import CONFIGS, load_vae
-    from steerpad.offline.vae_train import VAETrainConfig, train_vae
+    from steerpad.offline.vae_train import train_vae
 
     if plan.vae == "sao" or plan.vae not in CONFIGS:
         vae, source = load_encoder(plan.vae, plan.vae_weights)
@@ -97,7 +112,8 @@ def stage_vae(plan: TrainPlan, store):
     run = plan.work / "vae"
     done = json.loads((run / "metrics.json").read_text())["run/steps"] \
         if (run / "metrics.json").is_file() else None
-    if done is None or done < plan.vae_steps:
+    steps = plan.vae_train.steps
+    if done is None or done < steps:
         if done is not None:  # train a finished VAE on: what was made from it goes stale
             import shutil
 
@@ -108,11 +124,11 @@ def stage_vae(plan: TrainPlan, store):
                     shutil.rmtree(plan.work / stale)
             (plan.work / "exported").unlink(missing_ok=True)
         resume = (run / "checkpoint.pt").is_file()
-        train_vae(store, run, VAETrainConfig(model=plan.vae, steps=plan.vae_steps), resume=resume,
+        train_vae(store, run, replace(plan.vae_train, model=plan.vae), resume=resume,
                   progress=plan.progress)
     metrics = json.loads((run / "metrics.json").read_text())
     _note(plan, "vae", **{k: metrics[k] for k in ("stft/val", "snr_db/val") if k in metrics},
-          steps=plan.vae_steps)
+          steps=steps)
     return load_vae(run / "vae"), str(run / "vae")
 
 
@@ -128,15 +144,13 @@ def stage_encode(plan: TrainPlan, store, vae, source: str):
 
 
 def stage_sae(plan: TrainPlan, latents):
-    from steerpad.offline.sae import SAEConfig, load_sae
-    from steerpad.offline.sae_train import SAETrainConfig, train_sae
+    from steerpad.offline.sae import load_sae
+    from steerpad.offline.sae_train import train_sae
 
     path = plan.work / "sae"
     if not (path / "metrics.json").is_file():
         train, val = latents.frames("train"), latents.frames("val")
-        config = SAETrainConfig(sae=SAEConfig(d_in=int(train.shape[1]),
-                                              n_features=plan.sae_features, k=plan.sae_k),
-                                batch=plan.sae_batch, steps=plan.sae_steps)
+        config = replace(plan.sae, sae=replace(plan.sae.sae, d_in=int(train.shape[1])))
         train_sae(train, val, config, path, resume=(path / "checkpoint.pt").is_file(),
                   mean=latents.mean, std=latents.std, progress=plan.progress,
                   source=str(latents.path))
@@ -146,19 +160,11 @@ def stage_sae(plan: TrainPlan, latents):
 
 
 def stage_steering(plan: TrainPlan, store, latents, sae, vae):
-    from steerpad.offline.directions import SteeringConfig, fit_steering
+    from steerpad.offline.directions import fit_steering
 
     path = plan.work / "steering"
     if not (path / "directions.json").is_file():
-        from steerpad.offline.probes import ProbeConfig
-
-        kw = {} if plan.knobs is None else {"knobs": plan.knobs}
-        try:
-            config = SteeringConfig(probe=ProbeConfig(n_bins=plan.bins, binning=plan.binning),
-                                    calib_clips=plan.calib_clips, **kw)
-        except ValueError as e:
-            raise SteerpadError(f"train: {e}") from None
-        fit_steering(store, latents, sae, vae, config, path, progress=plan.progress)
+        fit_steering(store, latents, sae, vae, plan.steering, path, progress=plan.progress)
     content = json.loads((path / "directions.json").read_text())
     for name, p in content["probes"].items():
         _note(plan, f"probe {name}", accuracy=p["accuracy/val"], chance=p["chance/val"],
@@ -237,7 +243,7 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
         return
     metrics = {"sae": sae_metrics, "summary": plan.summary}
     provenance = {"data": [str(d) for d in plan.data], "vae": source,
-                  "vae_steps": plan.vae_steps, "sae_steps": plan.sae_steps,
+                  "vae_steps": plan.vae_train.steps, "sae_steps": plan.sae.steps,
                   "command": "steerpad train", "work": str(plan.work)}
     entries = [{"name": e["name"], "label": e["label"], "latents": e["latents"], "audio": e["audio"],
                 "source": f"{e['kit']}/{Path(e['source']).name}"} for e in kit]
@@ -248,7 +254,7 @@ def stage_export(plan: TrainPlan, vae, sae, steering_dir: Path, sae_metrics: dic
 
 def stage_knobs(plan: TrainPlan, store) -> dict:
     """Calibrate the exported bundle's knobs per render mode on training clips (offline/knobs.py):
-    up to plan.calib_clips, spread evenly over the store's training clips."""
+    up to plan.steering.calib_clips, spread evenly over the store's training clips."""
     import numpy as np
 
     from steerpad.offline.knobs import calibrate_bundle
@@ -260,7 +266,8 @@ def stage_knobs(plan: TrainPlan, store) -> dict:
     train = sorted((r for r in store.records if r.split == "train"), key=lambda r: r.path)
     if not train:
         return {}
-    pick = np.unique(np.linspace(0, len(train) - 1, min(plan.calib_clips, len(train))).round().astype(int))
+    n = min(plan.steering.calib_clips, len(train))
+    pick = np.unique(np.linspace(0, len(train) - 1, n).round().astype(int))
     hop = int(json.loads((plan.out / "manifest.json").read_text())["audio"]["hop"])
     clips = [np.ascontiguousarray(store.audio(train[i].id)[:, : train[i].frames * hop]) for i in pick]
     result = calibrate_bundle(plan.out, clips, log=lambda s: None)
@@ -332,17 +339,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="small | tiny (trained here), sao (with --vae-weights) or a VAE folder")
     parser.add_argument("--vae-weights", type=Path, default=None,
                         help="Stable Audio Open checkpoint, with --vae sao")
-    parser.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    parser.add_argument("--sae-steps", type=int, default=d.sae_steps)
-    parser.add_argument("--sae-features", type=int, default=d.sae_features)
-    parser.add_argument("--sae-k", type=int, default=d.sae_k)
-    parser.add_argument("--sae-batch", type=int, default=d.sae_batch)
-    parser.add_argument("--calib-clips", type=int, default=d.calib_clips)
+    for flags in FLAGS:
+        flags.add(parser)
     parser.add_argument("--eval-clips", type=int, default=d.eval_clips)
-    parser.add_argument("--knobs", nargs="+", default=None,
-                        help="descriptors that become knobs (default: all with a probe)")
-    parser.add_argument("--bins", type=int, default=d.bins, help="probe bins per descriptor")
-    parser.add_argument("--binning", choices=("quantile", "linear"), default=d.binning)
     parser.add_argument("--val-kits", nargs="+", default=None,
                         help="validation kits by name (default: 20%% of the kits, drawn)")
     parser.add_argument("--exact-duplicates-only", action="store_true",
@@ -354,16 +353,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def plan_configs(args: argparse.Namespace) -> dict:
+    """The stage configs of TrainPlan from the flags (FLAGS): what the command line set, the
+    stages' defaults for the rest. A value a stage refuses is one line naming it."""
+    vae, sae_train, sae, steering, probe = (flags.given(args) for flags in FLAGS)
+    try:
+        return {"vae_train": VAETrainConfig(**vae),
+                "sae": SAETrainConfig(sae=SAEConfig(**sae), **sae_train),
+                "steering": SteeringConfig(probe=ProbeConfig(**probe), **steering)}
+    except ValueError as e:
+        raise SteerpadError(f"train: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from steerpad.offline.ingest import EXACT_DUPLICATES_ONLY
 
     work = args.work or args.out.with_name(args.out.name + ".work")
     plan = TrainPlan(data=args.data, out=args.out, work=work, vae=args.vae,
-                     vae_weights=args.vae_weights, vae_steps=args.vae_steps,
-                     sae_steps=args.sae_steps, sae_features=args.sae_features, sae_k=args.sae_k,
-                     sae_batch=args.sae_batch, calib_clips=args.calib_clips,
-                     eval_clips=args.eval_clips, knobs=tuple(args.knobs) if args.knobs else None,
-                     val_kits=args.val_kits, bins=args.bins, binning=args.binning,
+                     vae_weights=args.vae_weights, **plan_configs(args), eval_clips=args.eval_clips,
+                     val_kits=args.val_kits,
                      ingest=EXACT_DUPLICATES_ONLY if args.exact_duplicates_only else {},
                      kit=args.kit, torchscript=not args.no_torchscript,
                      progress=not args.no_progress)

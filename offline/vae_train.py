@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +26,7 @@ import torch
 
 from steerpad.offline.augment import Augment
 from steerpad.offline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from steerpad.offline.flags import ConfigFlags
 from steerpad.offline.latents import check_compatible
 from steerpad.offline.losses import (
     FFT_SIZES,
@@ -524,27 +525,11 @@ def _tqdm(**kwargs):
 
 # ----------------------------------------------------------------- CLI
 
-_OVERRIDABLE = {f.name for f in fields(VAETrainConfig)}
-
-
-_OPTIONS = (
-    ("steps", int, "total optimizer steps"), ("batch", int, "crops per step"),
-    ("crop-frames", int, "crop length in VAE latent frames (0 = whole clips)"),
-    ("lr", float, "learning rate"),
-    ("stft-weight", float, "multi-resolution STFT loss weight"),
-    ("stft-log-weight", float, "weight of the log magnitude inside the STFT loss"),
-    ("wave-weight", float, "pre-emphasised waveform L1 weight"),
-    ("envelope-weight", float, "log-envelope L1 weight"), ("kl-weight", float, "KL weight"),
-    ("transient-weight", float, "onset-weighted short-STFT log-magnitude L1 weight"),
-    ("adv-weight", float, "multi-scale STFT discriminator weight (0 = none)"),
-    ("feature-weight", float, "discriminator feature-matching weight"),
-    ("adv-start", int, "step at which the discriminator joins"),
-    ("adv-crop", int, "samples the discriminator sees per clip (0 = whole crops)"),
-    ("onset-prob", float, "share of crops starting at the onset"),
-    ("augment", float, "share of training crops augmented (gain, repitch, tilt, width, offset; 0 = none)"),
-    ("ckpt-every", int, "checkpoint every N steps"), ("eval-every", int, "validate every N steps"),
-    ("eval-clips", int, "validation clips per evaluation"), ("seed", int, "random seed"),
-    ("threads", int, "torch CPU threads"))
+FLAGS = ConfigFlags(VAETrainConfig, {name: "--" + name.replace("_", "-") for name in (
+    "steps", "batch", "crop_frames", "lr", "stft_weight", "stft_log_weight", "wave_weight",
+    "envelope_weight", "kl_weight", "transient_weight", "adv_weight", "feature_weight", "adv_start",
+    "adv_crop", "onset_prob", "augment", "ckpt_every", "eval_every", "eval_clips", "seed", "threads")})
+"""The training options on the command line: type, default and help from VAETrainConfig."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -553,20 +538,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (checkpoint, curves, metrics, vae/)")
     parser.add_argument("--config", dest="model", default=None,
                         help="Oobleck config name (default small)")
+    FLAGS.add(parser)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt "
                         "(options not given keep their saved values)")
     parser.add_argument("--device", default=None,
                         help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    defaults = VAETrainConfig()
-    for name, kind, help_ in _OPTIONS:
-        default = getattr(defaults, name.replace("-", "_"))
-        parser.add_argument(f"--{name}", type=kind, default=None,
-                            help=f"{help_} (default {default})")
 
 
 def run(args: argparse.Namespace) -> int:
-    given = {k: v for k, v in vars(args).items() if k in _OVERRIDABLE and v is not None}
+    given = FLAGS.given(args) | ({"model": args.model} if args.model is not None else {})
     base: dict[str, Any] = {}
     if args.resume:
         base = dict(load_checkpoint(args.out / "checkpoint.pt")["train_config"])

@@ -18,7 +18,10 @@ from drumsynth import write_kits
 
 from steerpad.offline import directions as directions_mod
 from steerpad.offline import sae_train
+from steerpad.offline.directions import SteeringConfig
 from steerpad.offline.ingest import EXACT_DUPLICATES_ONLY
+from steerpad.offline.sae import SAEConfig
+from steerpad.offline.sae_train import SAETrainConfig
 from steerpad.offline.train_all import TrainPlan, train_bundle
 
 FIXTURE_VAE = Path(__file__).resolve().parent / "fixtures" / "synth_vae"
@@ -30,9 +33,10 @@ FIXTURE_LABELS = ("hat", "snare", "cymbal", "clap")  # noise-based kinds: bright
 
 def _plan(root: Path, **kw) -> TrainPlan:
     base = dict(data=[root / "kits"], out=root / "bundle", work=root / "work",
-                vae=str(FIXTURE_VAE), sae_steps=600, sae_features=1024, sae_k=16,
-                sae_batch=1024, calib_clips=6, eval_clips=8, knobs=("centroid", "loudness"),
-                val_kits=VAL_KITS, ingest=EXACT_DUPLICATES_ONLY, progress=False)
+                vae=str(FIXTURE_VAE),
+                sae=SAETrainConfig(sae=SAEConfig(n_features=1024, k=16), steps=600, batch=1024),
+                steering=SteeringConfig(calib_clips=6, knobs=("centroid", "loudness")),
+                eval_clips=8, val_kits=VAL_KITS, ingest=EXACT_DUPLICATES_ONLY, progress=False)
     return TrainPlan(**{**base, **kw})
 
 

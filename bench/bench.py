@@ -29,10 +29,10 @@ import bench_live  # noqa: E402
 from rig.jackrig import cpu_load  # noqa: E402
 from rig.planted import planted_latents  # noqa: E402
 
-from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config  # noqa: E402
 from steerpad.offline.sae import SAEConfig, TopKSAE  # noqa: E402
 from steerpad.offline.sae_train import train_step  # noqa: E402
 from steerpad.offline.threads import num_threads  # noqa: E402
+from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config  # noqa: E402
 from steerpad.offline.vae_train import VAELoss, VAETrainConfig, crop_samples  # noqa: E402
 
 

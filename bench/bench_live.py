@@ -34,8 +34,8 @@ def random_bundle(folder: Path, config: str = "small", n_features: int = 4096, k
     from safetensors.torch import save_file
 
     from steerpad.offline.export import export_bundle, load_steering
-    from steerpad.offline.oobleck import OobleckVAE, get_config
     from steerpad.offline.sae import SAEConfig, TopKSAE
+    from steerpad.offline.vae import OobleckVAE, get_config
 
     torch.manual_seed(0)
     cfg = get_config(config)

@@ -158,7 +158,7 @@ def plot_steering(bundle, store, record, path: Path) -> None:
 
 def _params(work: Path) -> dict[str, int]:
     """Trained parameter counts of the VAE's halves (the fixed Fourier bases not counted)."""
-    from steerpad.offline.oobleck import load_vae
+    from steerpad.offline.vae import load_vae
 
     vae = load_vae(work / "vae" / "vae")
     return {name: sum(p.numel() for p in getattr(vae, name).parameters())

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config
+from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config
 
 
 def decode_rtf(config: str | OobleckConfig = "small", seconds: float = 1.0,

@@ -6,7 +6,7 @@ Modules, stage by stage (docs/architecture.md):
 
 - cli: the `steerpad` command; each subcommand is a module with add_arguments / run
 - ingest, ingest_store, labels: folders of one-shots -> a store of equal-length labelled clips
-- oobleck, spectral, sao_weights: the VAE family (Stable Audio Open's Oobleck, the small spectral
+- vae, spectral, sao_weights: the VAE family (Stable Audio Open's Oobleck, the small spectral
   default) and loading SAO weights
 - vae_train, losses, discriminator, augment, checkpoint, threads, plots: training the VAE
 - latents: the latent store (`steerpad encode`)

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from steerpad.offline.oobleck import OobleckVAE
 from steerpad.offline.sae import TopKSAE
 from steerpad.offline.steering import CodesModule, SteerModule
+from steerpad.offline.vae import OobleckVAE
 from steerpad.realtime.bundle import (
     KIT_AUDIO_GAIN_MAX,
     KIT_NAME,
@@ -461,8 +461,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from steerpad.offline.oobleck import load_vae
     from steerpad.offline.sae import load_sae
+    from steerpad.offline.vae import load_vae
 
     _check_target(args.out, args.force, (args.vae, args.sae, args.steering))
     vae, sae = load_vae(args.vae), load_sae(args.sae)

@@ -262,7 +262,7 @@ def resolve_vae_dir(path: Path) -> Path:
 
 def load_encoder(vae: str, weights: Path | None) -> tuple[Any, str]:
     """`--vae`/`--vae-weights` -> (OobleckVAE, description of where it came from)."""
-    from steerpad.offline.oobleck import OobleckVAE, get_config, load_vae
+    from steerpad.offline.vae import OobleckVAE, get_config, load_vae
 
     if vae == "sao":
         if weights is None:

@@ -1,7 +1,7 @@
 """Reconstruction losses for VAE training: multi-resolution STFT (spectral convergence + log
 magnitude, as in auraloss / Stable Audio Open's autoencoder config), a pre-emphasised waveform L1
 that pins phase and sharpens attacks, a log-envelope L1 for attack loudness, and SNR in dB for
-evaluation (the KL term is `oobleck.kl_divergence`). All audio is `[B, C, T]` float; every loss
+evaluation (the KL term is `vae.kl_divergence`). All audio is `[B, C, T]` float; every loss
 returns a scalar tensor."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import torch
 from steerpad.realtime.errors import SteerpadError
 
 if TYPE_CHECKING:
-    from steerpad.offline.oobleck import OobleckVAE
+    from steerpad.offline.vae import OobleckVAE
 
 # Tried in this order; the first under which any encoder./decoder. key exists wins.
 PREFIXES = ("pretransform.model.", "autoencoder.", "model.", "vae.", "module.",

@@ -89,7 +89,7 @@ def stage_ingest(plan: TrainPlan, vae_config):
 
 def _vae_config(plan: TrainPlan):
     from steerpad.offline.latents import resolve_vae_dir
-    from steerpad.offline.oobleck import CONFIGS, OobleckConfig, get_config
+    from steerpad.offline.vae import CONFIGS, OobleckConfig, get_config
 
     if plan.vae in CONFIGS:
         return get_config(plan.vae)
@@ -102,7 +102,7 @@ def _vae_config(plan: TrainPlan):
 
 def stage_vae(plan: TrainPlan, store):
     from steerpad.offline.latents import load_encoder
-    from steerpad.offline.oobleck import CONFIGS, load_vae
+    from steerpad.offline.vae import CONFIGS, load_vae
     from steerpad.offline.vae_train import train_vae
 
     if plan.vae == "sao" or plan.vae not in CONFIGS:

@@ -36,9 +36,9 @@ from steerpad.offline.losses import (
     transient_weighted_l1,
     waveform_l1,
 )
-from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.offline.plots import plot_curves
 from steerpad.offline.threads import num_threads
+from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.outputs import claim_output, mark_run
 
@@ -56,7 +56,7 @@ class VAETrainConfig:
     `--resume` is allowed but the curve then leaves the uninterrupted one."""
 
     model: str = "small"
-    """Oobleck config name (`oobleck.CONFIGS`); train_vae also takes a custom OobleckConfig."""
+    """Oobleck config name (`vae.CONFIGS`); train_vae also takes a custom OobleckConfig."""
     steps: int = 2000
     """Total optimizer steps (a resumed run continues up to this many)."""
     batch: int = 4

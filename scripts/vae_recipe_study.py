@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from steerpad.offline.fidelity import LABELS, MEASURES, measure
     from steerpad.offline.ingest import IngestStore
-    from steerpad.offline.oobleck import load_vae
+    from steerpad.offline.vae import load_vae
     from steerpad.offline.vae_train import VAETrainConfig, load_split, train_vae
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -20,9 +20,9 @@ import torch
 
 from steerpad.offline import export
 from steerpad.offline.cli import main as cli_main
-from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.offline.sae import SAEConfig, TopKSAE, save_sae
 from steerpad.offline.steering import SteerModule
+from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.realtime.bundle import Bundle, Direction, load_bundle
 from steerpad.realtime.errors import SteerpadError
 
@@ -336,8 +336,8 @@ def _copying_exporters(monkeypatch, bundle: Path) -> None:
 
 
 def _args(root: Path):
-    from steerpad.offline.oobleck import load_vae
     from steerpad.offline.sae import load_sae
+    from steerpad.offline.vae import load_vae
 
     return (load_vae(root / "vae"), load_sae(root / "sae"), export.load_steering(root / "steering"))
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steerpad.offline import oobleck
+from steerpad.offline import vae as vae_mod
 from steerpad.offline.cli import main
 from steerpad.offline.ingest import IngestStore
 from steerpad.offline.latents import LatentStore, encode_store, shard_path
-from steerpad.offline.oobleck import OobleckVAE, load_vae, save_vae
 from steerpad.offline.threads import num_threads
+from steerpad.offline.vae import OobleckVAE, load_vae, save_vae
 from steerpad.realtime.errors import SteerpadError
 from tests.tinystore import make_store, tiny_config
 
@@ -149,7 +149,7 @@ def test_cli_encodes_from_a_vae_folder_a_run_folder_and_sao_weights(store, vae_d
 
     # --vae sao reads a full Stable Audio Open checkpoint (VAE under pretransform.model.); the
     # registry's "sao" entry is swapped for the tiny shape so the test stays small.
-    monkeypatch.setitem(oobleck.CONFIGS, "sao", tiny_config(name="sao"))
+    monkeypatch.setitem(vae_mod.CONFIGS, "sao", tiny_config(name="sao"))
     vae = load_vae(vae_dir)
     state = {f"pretransform.model.{k}": v.contiguous() for k, v in vae.state_dict().items()}
     state["model.model.transformer.weight"] = torch.zeros(3)  # the diffusion model's keys

@@ -242,7 +242,7 @@ def test_cli_trains_on_a_latent_store(tmp_path, capsys):
     from steerpad.offline.cli import main
     from steerpad.offline.ingest import IngestStore
     from steerpad.offline.latents import LatentStore, encode_store
-    from steerpad.offline.oobleck import OobleckVAE
+    from steerpad.offline.vae import OobleckVAE
     from tests.tinystore import make_store, tiny_config
 
     store = IngestStore.open(make_store(tmp_path, frames=32))

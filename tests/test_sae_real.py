@@ -30,9 +30,9 @@ import torch
 
 from steerpad.offline.ingest import IngestConfig, load_clip
 from steerpad.offline.latents import resolve_vae_dir
-from steerpad.offline.oobleck import OobleckVAE, get_config, load_vae
 from steerpad.offline.sae import SAEConfig
 from steerpad.offline.sae_train import SAETrainConfig, train_sae
+from steerpad.offline.vae import OobleckVAE, get_config, load_vae
 
 pytestmark = pytest.mark.slow  # ~15 s encoding + ~60 s training on 2 cores
 

@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steerpad.offline.oobleck import OobleckVAE, get_config, kl_divergence
 from steerpad.offline.sao_weights import load_sao_weights
+from steerpad.offline.vae import OobleckVAE, get_config, kl_divergence
 
 pytestmark = pytest.mark.slow
 

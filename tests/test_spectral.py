@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steerpad.offline.oobleck import OobleckConfig, OobleckVAE, get_config
 from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis, head_channels
+from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config
 
 
 def test_analysis_then_synthesis_reconstructs_the_signal():

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steerpad.offline import oobleck
+from steerpad.offline import vae as vae_mod
 from steerpad.offline.checkpoint import load_checkpoint
 from steerpad.offline.cli import main
 from steerpad.offline.ingest import IngestStore
-from steerpad.offline.oobleck import OobleckVAE, load_vae
 from steerpad.offline.threads import num_threads
+from steerpad.offline.vae import OobleckVAE, load_vae
 from steerpad.offline.vae_train import VAELoss, VAETrainConfig, sample_crops, train_vae
 from tests.tinystore import make_store, tiny_config
 
@@ -195,7 +195,7 @@ def test_resume_extends_a_finished_run_along_the_same_curve(run_a, store, tmp_pa
 
 def test_cli_trains_resumes_and_refuses_a_mismatched_store(store_path, tmp_path, monkeypatch,
                                                            capsys):
-    monkeypatch.setitem(oobleck.CONFIGS, "tiny", tiny_config())
+    monkeypatch.setitem(vae_mod.CONFIGS, "tiny", tiny_config())
     out = tmp_path / "run"
     args = ["train", "vae", str(store_path), "--out", str(out), "--config", "tiny", "--steps", "2",
             "--batch", "1", "--crop-frames", "8", "--eval-every", "0", "--eval-clips", "1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steerpad.offline.ingest import IngestConfig, ingest
-from steerpad.offline.oobleck import OobleckConfig
+from steerpad.offline.vae import OobleckConfig
 from tests.drumsynth import write_kits
 
 SAMPLE_RATE = 22050

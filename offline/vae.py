@@ -1,4 +1,7 @@
-"""The Oobleck audio VAE (Stable Audio Open's autoencoder), written for both training and export.
+"""steerpad's VAE family, written for both training and export: Stable Audio Open's Oobleck
+autoencoder (`sao`, and the waveform `oobleck_small`) and the small spectral default (`small`,
+`tiny`: a log-magnitude STFT front end and an inverse-STFT head from spectral.py around the same
+blocks). `get_config(name)` names them; OobleckVAE builds any of them.
 
 The module tree mirrors stable-audio-tools' `OobleckEncoder` / `OobleckDecoder`
 (`encoder.layers.N.layers.M...`), so Stable Audio Open checkpoints map key for key (see

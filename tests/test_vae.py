@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from steerpad.offline.oobleck import (
+from steerpad.offline.sao_weights import load_sao_weights
+from steerpad.offline.vae import (
     CONFIGS,
     OobleckConfig,
     OobleckVAE,
@@ -19,7 +20,6 @@ from steerpad.offline.oobleck import (
     load_vae,
     save_vae,
 )
-from steerpad.offline.sao_weights import load_sao_weights
 from steerpad.realtime.errors import SteerpadError
 
 TINY = OobleckConfig(name="tiny", audio_channels=2, channels=4, c_mults=[1, 2], strides=[2, 4],

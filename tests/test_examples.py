@@ -86,12 +86,12 @@ def test_train_tiny_makes_a_bundle_steerpad_plays(tmp_path):
     write_kits(tmp_path / "kits", n_kits=4, hits_per_kit=16, seed=3, labels=("hat", "snare", "clap"))
     vae = ROOT / "tests" / "fixtures" / "synth_vae"  # a trained VAE: the tiny run skips that stage
     run = example("train_tiny.py", str(tmp_path / "kits"), "--out", str(tmp_path / "bundle"),
-                  "--vae", str(vae), timeout=900)
+                  "--vae", str(vae), "--knobs", "centroid", timeout=900)  # one knob: quicker
     assert f"bundle: {tmp_path / 'bundle'}" in run.stdout
     from steerpad.realtime.bundle import load_bundle
 
     bundle = load_bundle(tmp_path / "bundle")
-    assert {"brighter", "louder"} <= set(bundle.direction_names())
+    assert "brighter" in bundle.direction_names()
     files = sorted((tmp_path / "kits" / "synth_kit_1").glob("*.*"))[:16]  # pads 1.. play a kit's files
     preset = tmp_path / "tiny.toml"
     preset.write_text('name = "tiny"\ncontroller = "generic"\n'

@@ -25,7 +25,7 @@ from steerpad.realtime.engine import Engine
 from steerpad.realtime.midi import MidiInput
 from steerpad.realtime.presets import load_preset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RATE, BLOCK = 48000, 1024
 BLOCK_BYTES = BLOCK * 2 * 4
 SECONDS = 3.0

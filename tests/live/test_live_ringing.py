@@ -18,7 +18,7 @@ from steerpad.realtime.presets import load_preset
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRASH, BRIGHTER = 8, 0  # presets/default.toml: pad 9, knob 1 (CC 70, channel 1)
 
 

@@ -33,7 +33,7 @@ from steerpad.realtime.limits import (
     check_audio_options,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "models" / "default"
 PRESET = ROOT / "presets" / "default.toml"
 BLOCKS = f"{BLOCKSIZE_MIN} to {BLOCKSIZE_MAX} frames"

@@ -12,9 +12,9 @@ Modules, stage by stage (docs/architecture.md):
 - latents: the latent store (`steerpad encode`)
 - sae, sae_train: the TopK sparse autoencoder and its training
 - descriptors, probes, directions, steering: descriptors per frame, probes on SAE codes, knob
-  directions, steering latents
-- steer_eval, knobs, evaluate, fidelity: α calibration, per-mode knob feel (`steerpad
-  calibrate`), `steerpad eval` (steering, or --fidelity)
+  directions and their α calibration, steering latents
+- knobs, evaluate, fidelity: per-mode knob feel (`steerpad calibrate`), `steerpad eval` and its
+  measurement (α sweeps described on audio, which the steering stage calibrates with), --fidelity
 - export: write the bundle (ONNX, probes, kit, manifest)
 - train_all: `steerpad train`, every stage, resumable
 """

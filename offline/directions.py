@@ -13,6 +13,14 @@ Frames: latent frame i of a clip pairs with descriptor frame i of its audio (sam
 frames that sound (loudness above -60 dBFS, and within the clip's sounding frames) are used,
 and for pitch only frames with pitch_confidence >= `pitch_confidence`. Probes are fitted on the
 training kits and scored on the validation kits; calibration renders validation clips.
+
+Calibration (the end of this file): ‖f‖ = sqrt(F) after RMSNorm, but most of it is the level
+pair's (offline/sae.py); the content part is far shorter, and it sets the α scale
+(`content_norm`). For each direction the median change of its descriptor, in dataset standard
+deviations, is measured on a symmetric α grid (evaluate.sweep, the measurement `steerpad eval`
+makes too); the stored direction is flipped if the decoded audio moves the wrong way (polarity
+-1), and each side's α is where the median change reaches `target_std` (interpolated; the grid's
+best if it never does). A bipolar knob spans [alpha_min, alpha_max], centre = untouched.
 """
 
 from __future__ import annotations
@@ -26,16 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from steerpad.offline.descriptors import DESCRIPTORS, describe_clips
+from steerpad.offline.evaluate import DESC_NAMES, KNOB_NAMES, SweepResult, sweep
 from steerpad.offline.probes import Probe, ProbeConfig, sae_codes, train_probe
 from steerpad.offline.sae import TopKSAE
-from steerpad.offline.steer_eval import (
-    DESC_NAMES,
-    KNOB_NAMES,
-    alpha_grid,
-    calibrate_direction,
-    content_norm,
-    sweep,
-)
 from steerpad.offline.steering import SteerModule
 from steerpad.realtime.errors import SteerpadError
 
@@ -48,7 +49,7 @@ class SteeringConfig:
 
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     knobs: tuple[str, ...] = tuple(KNOB_NAMES)
-    """Descriptors that become knob directions (named by steer_eval.KNOB_NAMES)."""
+    """Descriptors that become knob directions (named by evaluate.KNOB_NAMES)."""
     pitch_confidence: float = 0.5
     """Pitch frames below this pyin voiced probability are left out of the pitch probe."""
     calib_clips: int = 16
@@ -227,3 +228,62 @@ def fit_steering(store, latents, sae: TopKSAE, vae, config: SteeringConfig, out_
     }
     (out_dir / "directions.json").write_text(json.dumps(content, indent=2) + "\n")
     return content
+
+
+# ---------------------------------------------------------------- calibration
+
+def _first_crossing(alphas: np.ndarray, change: np.ndarray, target: float
+                    ) -> tuple[float, float, bool]:
+    """Along increasing alphas (>= 0, sorted, alphas[0] = 0): the α where `change` first reaches
+    `target` (linear interpolation) -> (α, change there, True). If it never does: the α of the
+    largest change, or the end of the grid when nothing rises at all -> (α, change, False)."""
+    for i in range(1, len(alphas)):
+        if change[i] >= target:
+            lo, hi = change[i - 1], change[i]
+            t = (target - lo) / (hi - lo) if hi > lo else 1.0
+            return float(alphas[i - 1] + t * (alphas[i] - alphas[i - 1])), float(target), True
+    best = int(np.argmax(change))
+    if change[best] <= 0:
+        best = len(alphas) - 1
+    return float(alphas[best]), float(change[best]), False
+
+
+def calibrate_direction(result: SweepResult, descriptor: str, std: float,
+                        target_std: float = 1.0) -> dict:
+    """Knob range of one direction from its sweep over a symmetric α grid. `polarity` says
+    whether the probe direction raised the descriptor (+1) or has to be flipped (-1);
+    alpha_min/alpha_max and the changes are for the flipped direction, so +α raises it."""
+    j = DESC_NAMES.index(descriptor)
+    a = result.alphas
+    if not np.allclose(a, -a[::-1]):
+        raise ValueError("calibration needs a symmetric, sorted α grid")
+    zero = int(np.argmin(np.abs(a)))
+    change = result.values[:, :, j] - result.values[:, zero:zero + 1, j]
+    med = np.median(change, axis=0) / max(std, 1e-12)
+    polarity = 1 if med[-1] - med[0] >= 0 else -1
+    m = med if polarity > 0 else med[::-1]  # change at +α along the flipped direction
+    pos, neg = a >= 0, a <= 0
+    alpha_up, effect_up, reached_up = _first_crossing(a[pos], m[pos], target_std)
+    alpha_down, effect_down, reached_down = _first_crossing(-a[neg][::-1], -m[neg][::-1],
+                                                            target_std)
+    return {"polarity": polarity, "alpha_min": -alpha_down, "alpha_max": alpha_up,
+            "effect_up_std": effect_up, "effect_down_std": effect_down,
+            "reached_up": reached_up, "reached_down": reached_down,
+            "target_std": target_std, "grid": [float(x) for x in a],
+            "median_change_std": [float(x) for x in m]}
+
+
+def alpha_grid(scale: float, points: int = 5, top: float = 4.0) -> np.ndarray:
+    """Symmetric grid, geometric in |α|, up to top * scale: 0, ±top scale / 2^(points-1) ...
+    ±top scale. `scale` is the typical length of the content part of a code (`content_norm`):
+    a push of that size outweighs what the code says, so the grid spans a nudge to a takeover."""
+    pos = top * scale / 2.0 ** np.arange(points - 1, -1, -1)
+    return np.concatenate([-pos[::-1], [0.0], pos]).astype(np.float32)
+
+
+def content_norm(values: np.ndarray, reserved: int) -> float:
+    """Median length of the codes' content part (SparseCodes values [N, j]; the first
+    `reserved` columns are the level pair). With the level pair taking most of ||f|| = sqrt(F),
+    this, not sqrt(F), is the scale at which a direction starts to change the sound."""
+    v = np.asarray(values)[:, reserved:]
+    return float(np.median(np.sqrt((v.astype(np.float64) ** 2).sum(1))))

@@ -6,7 +6,7 @@ The bundle is played the way the realtime engine plays a pad (the render worker'
 onnxruntime encoder, steer, decoder, and in faithful mode the change applied to the source), on
 held-out one-shots read like `steerpad ingest` reads them. Per direction, each one-shot is
 rendered at 2 x points + 1 equal knob positions (each side's α from the bundle's calibrated
-KnobScale for the mode) and every descriptor is measured on the audio (offline/steer_eval.py).
+KnobScale for the mode) and every descriptor is measured on the audio (`sweep`, below).
 `report.json`:
 
     mode                      the render mode measured
@@ -31,6 +31,14 @@ KnobScale for the mode) and every descriptor is measured on the audio (offline/s
 
 and two PNGs: `response.png` (change of each direction's descriptor vs knob position, median
 with the interquartile band) and `drift.png` (direction x descriptor change at full knob).
+
+The measurement, shared with the steering stage's calibration (offline/directions.py) and the
+per-mode knob calibration (offline/knobs.py): render held-out one-shots at a grid of α for one
+direction, describe the audio frame by frame (offline/descriptors.py), and average each
+descriptor over the frames that sound in the α = 0 render (a fixed mask, so a quieter render is
+not judged on fewer frames). `sweep` does that for any renderer: torch modules before export
+(calibration), the exported bundle through onnxruntime after it (`steerpad eval`, so what is
+evaluated is what a performer plays).
 """
 
 from __future__ import annotations
@@ -38,13 +46,119 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from steerpad.offline.steer_eval import DESC_NAMES, direction_report, sweep
+from steerpad.offline.descriptors import DESCRIPTORS, frame_descriptors
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.outputs import claim_output, mark_run
+
+# ---------------------------------------------------------------- the measurement
+
+Renderer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(latents [D, N], alpha [K]) -> audio [C, N * hop]."""
+
+# Descriptor -> the knob's name: what turning it up does to the sound.
+KNOB_NAMES: dict[str, str] = {
+    "centroid": "brighter", "flatness": "noisier", "crest": "punchier", "band_sub": "boomier",
+    "band_low_mid": "warmer", "band_high_mid": "crisper", "band_air": "airier",
+    "loudness": "louder", "pitch": "higher",
+}
+DESC_NAMES = tuple(d.name for d in DESCRIPTORS)
+
+
+@dataclass
+class SweepResult:
+    alphas: np.ndarray
+    """[A] the α grid."""
+    values: np.ndarray
+    """[clips, A, descriptors] clip means over the α = 0 render's sounding frames."""
+    identity_max_abs: float
+    """max |render(z, 0) - render_plain(z)| over the clips, when a plain renderer was given."""
+
+
+def clip_means(audio: np.ndarray, sample_rate: int, hop: int, mask: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptor means [n_desc] of audio [C, T] over `mask` (default: its own sounding frames);
+    also returns the sounding mask it used."""
+    fd = frame_descriptors(audio, sample_rate, hop)
+    if mask is None:
+        mask = fd.sounding if fd.sounding.any() else np.ones_like(fd.sounding)
+    mask = mask[: len(fd.values)]
+    return fd.values[mask].mean(0), mask
+
+
+def sweep(render: Renderer, latents: Sequence[np.ndarray], direction: int, n_directions: int,
+          alphas: np.ndarray, sample_rate: int, hop: int,
+          plain: Callable[[np.ndarray], np.ndarray] | None = None) -> SweepResult:
+    """Render every clip's latents [D, N] at each α of `alphas` on `direction` (the others at 0)
+    and describe the audio."""
+    alphas = np.asarray(alphas, dtype=np.float32)
+    out = np.zeros((len(latents), len(alphas), len(DESCRIPTORS)), np.float64)
+    zero_at = int(np.argmin(np.abs(alphas)))
+    identity = 0.0
+    for c, z in enumerate(latents):
+        vec = np.zeros(n_directions, np.float32)
+        base = render(z, vec)
+        if plain is not None:
+            identity = max(identity, float(np.abs(base - plain(z)).max()))
+        _, mask = clip_means(base, sample_rate, hop, None)
+        for a, alpha in enumerate(alphas):
+            if a == zero_at and alpha == 0:
+                audio = base
+            else:
+                vec[direction] = alpha
+                audio = render(z, vec)
+            out[c, a], _ = clip_means(audio, sample_rate, hop, mask)
+    return SweepResult(alphas, out, identity)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman ρ (average ranks for ties); 0 when y is constant."""
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for val in np.unique(v):  # ties share their mean rank
+            tie = v == val
+            r[tie] = r[tie].mean()
+        return r
+    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
+    if ry.std() == 0 or rx.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def direction_report(result: SweepResult, descriptor: str, stds: dict[str, float]) -> dict:
+    """`report.json`'s `directions.<name>` entry from a sweep over [alpha_min .. alpha_max]."""
+    j = DESC_NAMES.index(descriptor)
+    zero = int(np.argmin(np.abs(result.alphas)))
+    rhos = np.array([spearman(result.alphas, clip[:, j]) for clip in result.values])
+    change = (result.values - result.values[:, zero:zero + 1]) / np.array(
+        [max(stds.get(n, 1.0), 1e-12) for n in DESC_NAMES])
+    full = change[:, -1]  # at alpha_max
+    target = float(np.mean(full[:, j]))
+    others = [i for i, n in enumerate(DESC_NAMES) if i != j and n in stds]
+    drift_abs = {DESC_NAMES[i]: float(np.mean(np.abs(full[:, i]))) for i in others}
+    drift = float(np.mean(list(drift_abs.values())) / max(abs(target), 1e-12)) if others else 0.0
+    return {"descriptor": descriptor,
+            "spearman_median": float(np.median(rhos)),
+            "monotonic_fraction": float(np.mean(rhos >= 0.8)),
+            "effect_size": target,
+            "effect_size_min": float(np.mean(change[:, 0, j])),
+            "drift": drift,
+            "drift_per_descriptor": drift_abs,
+            "alphas": [float(a) for a in result.alphas],
+            "change_median": [float(x) for x in np.median(change[:, :, j], 0)],
+            "change_q25": [float(x) for x in np.quantile(change[:, :, j], 0.25, 0)],
+            "change_q75": [float(x) for x in np.quantile(change[:, :, j], 0.75, 0)],
+            "clips": int(len(result.values))}
+
+
+# ---------------------------------------------------------------- `steerpad eval`
 
 FLAT_SHARE = 0.05
 """A knob step is flat where its median change is under this share of its side's total."""
@@ -109,7 +223,6 @@ def effect_bound_min(descriptor: str, clips: list[np.ndarray], sample_rate: int,
     """How far the extreme removal of content moves `descriptor` down, in dataset stds (mean
     over clips, as effect_size_min): for a band share, the band removed; for centroid and
     flatness, an 8th-order 300 Hz low-pass. None for descriptors removal does not bound."""
-    from steerpad.offline.steer_eval import clip_means
     from steerpad.realtime.descriptors import BANDS
 
     j = DESC_NAMES.index(descriptor)

@@ -78,7 +78,7 @@ class Measure:
     change against each clip's centred render (what the pad plays with the knobs centred)."""
 
     def __init__(self, bundle, clips: list[np.ndarray]):
-        from steerpad.offline.steer_eval import clip_means
+        from steerpad.offline.evaluate import clip_means
         from steerpad.realtime.renderer import RenderWorker, clip_sound
 
         self.bundle = bundle
@@ -102,7 +102,7 @@ class Measure:
     def __call__(self, mode: str, direction: int, alpha: float, mirror: bool
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Per clip: the descriptor's change in stds and the level change in dB at α."""
-        from steerpad.offline.steer_eval import DESC_NAMES
+        from steerpad.offline.evaluate import DESC_NAMES
 
         d = self.bundle.directions[direction]
         j = DESC_NAMES.index(d.descriptor)

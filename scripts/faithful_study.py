@@ -45,8 +45,7 @@ def level_db(x: np.ndarray) -> float:
 
 
 def main() -> int:
-    from steerpad.offline.evaluate import read_clips
-    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
+    from steerpad.offline.evaluate import DESC_NAMES, clip_means, read_clips
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.faithful import ChangeConfig, apply_change
 
@@ -139,7 +138,7 @@ def main() -> int:
 
 def calibrate(args, bundle, clips, latents, modes) -> int:
     """Per direction, side and mode: the α that reaches 1 std on that mode's own output."""
-    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
+    from steerpad.offline.evaluate import DESC_NAMES, clip_means
     from steerpad.realtime.faithful import FaithfulPad
 
     sr, hop = bundle.sample_rate, bundle.hop

@@ -168,8 +168,8 @@ def test_centred_knobs_play_the_source_bit_exactly(worker):
 
 @pytest.mark.parametrize("name", ["brighter", "boomier", "crisper", "airier", "noisier", "louder"])
 def test_a_sweep_moves_its_descriptor_on_both_sides_within_the_level_bound(worker, name):
+    from steerpad.offline.evaluate import DESC_NAMES, clip_means
     from steerpad.offline.knobs import LEVEL_BOUND_DB, level_db
-    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
 
     b = worker.bundle
     d = b.directions[b.direction_names().index(name)]
@@ -195,8 +195,8 @@ def test_the_level_knob_moves_loudness_and_not_the_spectrum(worker):
     """`louder` applies the decoder's level change alone: no kit one-shot moves the wrong way,
     the median moves by 3 dB or more each way, and the band balance stays put (within 0.01 in the
     median one-shot, 0.1 in any: a 0.14 s shaker's last 256 samples fade back to the source)."""
+    from steerpad.offline.evaluate import DESC_NAMES, clip_means
     from steerpad.offline.knobs import level_db
-    from steerpad.offline.steer_eval import DESC_NAMES, clip_means
 
     b = worker.bundle
     bands = [DESC_NAMES.index(n) for n in DESC_NAMES if n.startswith("band_")]

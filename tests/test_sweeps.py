@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steerpad.offline.evaluate import knob_grid
-from steerpad.offline.steer_eval import (
-    DESC_NAMES,
-    SweepResult,
-    alpha_grid,
-    calibrate_direction,
-    content_norm,
-    direction_report,
-    spearman,
-)
+from steerpad.offline.directions import alpha_grid, calibrate_direction, content_norm
+from steerpad.offline.evaluate import DESC_NAMES, SweepResult, direction_report, knob_grid, spearman
 
 J = DESC_NAMES.index("centroid")
 

@@ -6,7 +6,10 @@
                                                                   (atomic swaps) ──► ringing voices
 
 Live, the audio callback drains the MIDI input itself at the start of each block (attach_midi),
-so a note-on sounds in the block that follows its arrival, with no thread hop to wait for.
+so a note-on sounds in the block that follows its arrival, with no thread hop to wait for; as a
+JACK client (jackio.JackStream) the process callback hands each JACK MIDI event to `handle` at
+its own frame offset before calling `process`. A route() splits the voices into per-pad or
+per-group stems as well (the JACK client's extra ports).
 `handle()` maps an event: a note-on captures its pad's latest finished render and queues it; a
 knob or program change stores the knob positions and bumps `knob_serial`: no lock, no array.
 The render worker polls the serial (RenderWorker.follow), computes alpha itself, renders the

@@ -1,6 +1,8 @@
-"""MIDI input: raw messages from rtmidi -> events.py events, delivered on a thread of their own.
+"""MIDI input through rtmidi: raw messages -> events.py events, delivered on a thread of their
+own, or drained by the audio callback (`drain`, what `steerpad live` does on PortAudio; as a JACK
+client it reads its own JACK MIDI port instead, realtime/jackio.py).
 
-Threads: a reader thread takes messages from rtmidi's own queue (`get_message()`, every
+Threads: a reader thread (with a handler) takes messages from rtmidi's own queue (`get_message()`, every
 `READ_S` when idle), parses them and calls the handler; for a named port a watcher thread polls
 the port list and reconnects when the port comes back. `stop()` sets an event both threads
 check, joins them and closes the ports in `finally`.

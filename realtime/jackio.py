@@ -38,7 +38,6 @@ main thread; JackMidi's `connected`, `port_name`: its watcher thread.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.events import Event
 from steerpad.realtime.midiparse import MidiParser
 from steerpad.realtime.presets import Preset
+from steerpad.realtime.service import Service
 from steerpad.realtime.waits import CLOSE_S, exit_soon, finishes
 
 CLIENT_NAME = "steerpad"
@@ -154,7 +154,7 @@ def routing(preset: Preset, outputs: str) -> Routing | None:
     return Routing(tuple(names), tuple(bus))
 
 
-class JackMidi:
+class JackMidi(Service):
     """The client's JACK MIDI input `midi_in`, drained by the process callback (drain). Reads as
     a MidiInput does for the status view: api_name, port_name, connected, received, ignored,
     filtered, handler_errors, last_error, reconnects."""
@@ -172,8 +172,10 @@ class JackMidi:
         self.connected = source is None
         self.received = self.filtered = self.handler_errors = self.reconnects = 0
         self.last_error: str | None = None
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
+        super().__init__()
+
+    thread_name = "steerpad-jack-midi"
+    """The watcher: reconnects the --midi-port source when it comes back."""
 
     @property
     def ignored(self) -> int:
@@ -220,8 +222,7 @@ class JackMidi:
         if self.source is None:
             return
         self._link()
-        self._watcher = threading.Thread(target=self._watch, name="steerpad-jack-midi", daemon=True)
-        self._watcher.start()
+        super().start()
 
     def _link(self) -> None:
         found = self.find_source()
@@ -236,7 +237,7 @@ class JackMidi:
                 self.reconnects += 1
         self.port_name, self.connected = f"{self.port.name} ← {found}", True
 
-    def _watch(self) -> None:
+    def _run(self) -> None:
         while not self._stopping.wait(WATCH_S):
             try:
                 self._link()
@@ -244,8 +245,9 @@ class JackMidi:
                 self.last_error = f"MIDI reconnect failed: {type(e).__name__}: {e}".splitlines()[0]
 
     def stop(self) -> None:
-        """Stop watching (the port goes with the client, which JackStream closes)."""
-        self._stopping.set()
+        """Stop watching without waiting (a watcher inside a call to a hung server never returns);
+        the port goes with the client, which JackStream closes."""
+        super().stop(timeout=0)
 
 
 class JackStream:

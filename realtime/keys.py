@@ -124,12 +124,6 @@ class KeyReader(Service):
             self._saved = None
         self.active = False
 
-    def __enter__(self) -> KeyReader:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def _run(self) -> None:
         while not self._stopping.is_set():
             ready, _, _ = select.select([self.fd], [], [], 0.1)

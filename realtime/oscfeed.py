@@ -259,12 +259,6 @@ class LiveFeed(Service):
                 + (f" · {s.errors} not sent ({s.last_error})" if s.errors else "")
                 + (f" · {self.errors} feed errors ({self.last_error})" if self.errors else ""))
 
-    def __enter__(self) -> LiveFeed:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def _run(self) -> None:
         position = self._position
         ring = self.engine.out_ring

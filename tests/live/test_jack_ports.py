@@ -195,3 +195,51 @@ def test_without_virtual_ports_or_any_input_live_says_what_to_do(tmp_path, monke
         assert "no virtual ports, and no MIDI input is there" in str(e.value) and "loopMIDI" in str(e.value)
     finally:
         server.close()
+
+
+def test_midi_port_connects_a_jack_source_and_again_when_it_returns(jack_server, chain, tmp_path):
+    """--midi-port under JACK: the matching JACK MIDI output is wired to midi_in, and wired again
+    by the watcher when that port goes away and comes back."""
+    bundle = load_bundle(chain / "bundle")
+    preset = load_preset(write_preset(tmp_path, chain / "kits" / "synth_kit_6"))
+    client = jackio.open_client("steerpad-src-e2e")
+    engine = stream = None
+    sender = Sender("steerpad-test-src")
+    try:
+        engine = Engine(bundle, preset, client.samplerate, client.blocksize)
+        midi = jackio.JackMidi(client, preset.controller.cc14, source="test-src")
+        midi.check_source()
+        stream = jackio.JackStream(engine, client, None, midi)
+        engine.start(wait=None)
+        stream.start()
+        assert midi.connected and midi.port_name == "steerpad-src-e2e:midi_in ← steerpad-test-src:out"
+        time.sleep(0.1)
+        sender.send([0x99, 36 + 2, 100])
+        deadline = time.monotonic() + 5
+        while engine.played < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.played == 1 and midi.received == 1
+        sender.close()  # the controller is unplugged ...
+        deadline = time.monotonic() + 5
+        while midi.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not midi.connected and "disappeared" in midi.last_error
+        sender = Sender("steerpad-test-src")  # ... and plugged in again
+        deadline = time.monotonic() + 5
+        while not midi.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert midi.connected and midi.reconnects == 1
+        time.sleep(0.1)
+        sender.send([0x99, 36 + 3, 100])
+        deadline = time.monotonic() + 5
+        while engine.played < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.played == 2
+    finally:
+        if stream is not None:
+            stream.close()
+        else:
+            client.close()
+        if engine is not None:
+            engine.close()
+        sender.close()

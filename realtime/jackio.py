@@ -25,10 +25,10 @@ running JACK server (PipeWire's JACK included) `steerpad live` is this client in
 The process callback does what LiveStream's does (Engine.process, no lock, no I/O, nothing that
 grows with the block; JACK-Client hands each port buffer over as a small numpy view) and counts
 an xrun when JACK's frame clock skips a cycle. It runs a larger JACK period than the engine's
-block in engine-sized pieces. Closing takes the care the test rig learnt (tests/rig/jackrig.py,
-_RigClient): jack_deactivate cancels the process thread, and a thread cancelled while it waits
-for the GIL takes the GIL down with it, so the callback is first made to return at once, two
-cycles pass, and only then does a helper thread deactivate and close, waited for CLOSE_S.
+block in engine-sized pieces. Closing (quiet_close, shared with the test rig's clients):
+jack_deactivate cancels the process thread, and a thread cancelled while it waits for the GIL
+takes the GIL down with it, so the callback first ends JACK's process thread itself, and only
+then does a helper thread deactivate and close, waited for CLOSE_S.
 
 Shared attributes (one writer each): `callbacks`, `xruns`, `callback_errors`, `last_error`:
 the process callback; `_shutdown`: JACK's shutdown callback; `failure`, `hung`, `_quiet`: the
@@ -128,6 +128,36 @@ def _taken(jack, name: str) -> bool:
         return False
     finally:
         probe.close()
+
+
+def end_callback(jack) -> None:
+    """Called (as `raise`) from a closing client's Python process callback: JACK-Client turns
+    jack.CallbackExit into a failed cycle, and JACK then ends the client's process thread from
+    inside itself, outside Python (jack2: JackClient::End). See quiet_close."""
+    raise jack.CallbackExit
+
+
+def quiet_close(client, ended, timeout: float = CLOSE_S) -> bool:
+    """Close a JACK client whose process callback is Python, without taking the GIL down.
+
+    jack_deactivate (and jack_client_close) stop the client's process thread with a thread
+    cancel; a thread cancelled while it waits for the GIL keeps the GIL's mutex for good, and
+    every Python thread then waits forever (seen under load: the tests hung in Client.deactivate).
+    So the caller first makes its callback end the thread itself (end_callback, after setting
+    what `ended()` reads); once `ended()` is true no thread of the client can be in Python, and
+    deactivate and close run on a helper thread, waited for `timeout` s. Returns whether the
+    client closed (False: the server hangs, the client is left behind)."""
+    deadline = time.monotonic() + timeout
+    while not ended() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if not ended():  # no cycle came: the server hangs (or never ran the client)
+        return False
+
+    def shut() -> None:
+        client.deactivate()
+        client.close()
+
+    return finishes(shut, max(0.0, deadline - time.monotonic()) + timeout, f"jack-close-{client.name}")
 
 
 @dataclass(frozen=True)
@@ -274,6 +304,9 @@ class JackStream:
         self.hung = False
         self._shutdown: str | None = None
         self._quiet = False
+        self._ended = False
+        """Set by the callback as it ends JACK's process thread for good (quiet_close)."""
+        self._jack = _jack()
         self._started = self._closed = False
         self._last_time = self._last_frames = -1
         self._seen, self._seen_at = 0, 0.0
@@ -302,13 +335,14 @@ class JackStream:
     def _process(self, frames: int) -> None:
         ports = [p.get_array() for p in self.main]
         buses = [[p.get_array() for p in pair] for pair in self.buses]
-        if self._quiet:  # closing: silence, and nothing else
+        if self._quiet:  # closing: silence, then JACK ends this thread (quiet_close)
             for a in ports:
                 a.fill(0.0)
             for pair in buses:
                 for a in pair:
                     a.fill(0.0)
-            return
+            self._ended = True
+            end_callback(self._jack)
         t0 = time.perf_counter()
         now = self.client.last_frame_time
         if self._last_time >= 0 and now != (self._last_time + self._last_frames) & 0xFFFFFFFF:
@@ -435,15 +469,11 @@ class JackStream:
             _left_behind.append(self.client)
             exit_soon()
             return
-        if self._started and self._shutdown is None:
-            time.sleep(2 * self.client.blocksize / self.client.samplerate + 0.005)
-
-        def shut() -> None:
-            if self._started and self._shutdown is None:
-                self.client.deactivate()
-            self.client.close()
-
-        if not finishes(shut, CLOSE_S, "steerpad-jack-close"):
+        if not self._started or self._shutdown is not None:  # no process thread runs: close only
+            closed = finishes(self.client.close, CLOSE_S, "steerpad-jack-close")
+        else:
+            closed = quiet_close(self.client, lambda: self._ended)
+        if not closed:
             _left_behind.append(self.client)
             self.failure = self.failure or (f"JACK client {self.client.name} did not close within "
                                             f"{CLOSE_S:g} s: the server hangs; start JACK again, then "

@@ -117,30 +117,32 @@ def cpu_load() -> Iterator[int]:
 
 class _RigClient:
     """A JACK-Client client of the rig, whose process callback is Python. Closing one is where a
-    test run once hung for good: jack_deactivate stops the client's process thread with a thread
+    test run hung for good: jack_deactivate stops the client's process thread with a thread
     cancel, and a thread cancelled while it waits for (or holds) the GIL takes the GIL down with
-    it, so every Python thread waits forever (seen under load: all threads in futex waits, the
-    main thread unable even to start a thread). So close() first makes the callback return at
-    once (`_quiet`, read first thing in every callback), lets two cycles pass so it never waits
-    long for the GIL, and only then deactivates, from a thread of its own, waited for at most
-    `timeout` s (the dummy server once never answered a deactivate). live_rig closes these last,
-    after steerpad's stream, MIDI and render worker, so that no other thread competes for the
-    GIL meanwhile."""
+    it, so every Python thread waits forever (seen under load, twice). close() sets `_quiet`,
+    read first thing in every callback: the next cycle calls `_end()`, which ends JACK's process
+    thread from inside itself; steerpad's jackio.quiet_close then deactivates and closes on a
+    thread of its own. live_rig closes these last, after steerpad's stream, MIDI and render
+    worker."""
 
     client: Any
     _quiet = False
+    _ended = False
+
+    def _end(self) -> None:
+        """From the callback once `_quiet` is set: this was the client's last cycle."""
+        import jack
+
+        from steerpad.realtime.jackio import end_callback
+
+        self._ended = True
+        end_callback(jack)
 
     def close(self, timeout: float = 5.0) -> None:
+        from steerpad.realtime.jackio import quiet_close
+
         self._quiet = True
-        time.sleep(2 * self.client.blocksize / self.client.samplerate + 0.005)
-
-        def shut() -> None:
-            self.client.deactivate()
-            self.client.close()
-
-        closer = threading.Thread(target=shut, name=f"jack-close-{self.client.name}", daemon=True)
-        closer.start()
-        closer.join(timeout)
+        quiet_close(self.client, lambda: self._ended, timeout)
 
 
 class Sender(_RigClient):
@@ -160,7 +162,7 @@ class Sender(_RigClient):
     def _process(self, frames: int) -> None:
         self.port.clear_buffer()
         if self._quiet:
-            return
+            self._end()
         t = self.client.last_frame_time
         while self._queue:
             msg = self._queue.popleft()
@@ -211,7 +213,7 @@ class Recorder(_RigClient):
 
     def _process(self, frames: int) -> None:
         if self._quiet:
-            return
+            self._end()
         t = self.client.last_frame_time
         if self.start_frame is None:
             self.start_frame = t
@@ -267,7 +269,7 @@ class Player(_RigClient):
         if self._quiet:
             for port in self.ports:
                 port.get_array().fill(0.0)
-            return
+            self._end()
         if self._pending is not None:
             self._audio, self._i, self._pending = self._pending, 0, None
             self.started.append(self.client.last_frame_time)

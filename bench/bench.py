@@ -1,9 +1,13 @@
 """steerpad's benchmarks: `./scripts/bench [--only NAME ...] [--quick] [--json PATH]`.
 
+Also --threads N (torch CPU threads), --device DEV (the VAE benchmarks' torch device), --list
+(list the benchmarks and exit) and --load (a busy loop pinned to every core while they run).
+
 Each benchmark is a function in BENCHES returning flat metrics ("group/name": number). The
 results print as a table (stderr) and as one JSON object (stdout, and --json PATH): the
 machine, the options and every benchmark's metrics, so runs can be compared and diffed.
-Speed targets are checked here, never in timed unit tests.
+Speed targets are measured here (compare with docs/architecture.md's budgets), never in timed
+unit tests.
 """
 
 from __future__ import annotations

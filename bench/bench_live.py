@@ -1,9 +1,15 @@
-"""The live engine's benchmarks (registered in bench.py): callback load, knob -> fresh render,
-capture -> playable, and on a real JACK server, trigger latency and xruns beside a plain JACK
-client.
+"""The live engine's benchmarks (registered in bench.py): knob -> fresh render in each render mode
+(live_render), the audio callback's load (live_callback), a knob move heard (live_modulation),
+on a real JACK server trigger latency and xruns beside a plain JACK client (live_jack), the
+visualizer feed's cost beside the callback (live_oscfeed), capture -> playable (live_capture),
+and `steerpad render`'s bounce of a CC-dense performance (bounce_cc_dense) and its memory over
+10 minutes (bounce_10min).
 
-They play a bundle exported from random weights (the `small` VAE, a 4096/k32 SAE, 5 directions,
-16 one-second kit entries), so they measure the engine and the model size, not a trained sound.
+All but live_modulation play a bundle exported from random weights (random_bundle: the `small`
+VAE, a 4096/k32 SAE, 5 directions, 32 kit entries, 16 of 1 s and 16 of 0.1 s, each with a source
+one-shot; --quick: `tiny`, 512/k16), so they measure the engine and the model size, not a
+trained sound. live_modulation plays the shipped bundle and preset (models/default,
+presets/default.toml).
 """
 
 from __future__ import annotations

@@ -2,16 +2,23 @@
 runs after `steerpad train`.
 
     python bench/model_report.py BUNDLE --work WORK [--eval-clips N]
+    python bench/model_report.py BUNDLE --work WORK --steering-only VAL_DIR...
 
 From the bundle (played as the realtime engine plays it: onnxruntime) and the training work
 folder (the ingested store and each stage's metrics) it writes, into BUNDLE/report/:
   reconstructions.png   spectrograms of validation one-shots and their reconstructions
   steering_<name>.png   one validation one-shot steered by every knob: full left, centre, full right
-  steering_eval.json    `steerpad eval` on the validation kits (report.json), + response/drift PNGs
+  steering_eval.json    `steerpad eval` on the validation kits (report.json), + response.png and
+                        drift.png; steering_eval_resynth.json, response_resynth.png and
+                        drift_resynth.png: the same in resynth mode
+  fidelity.json         `steerpad eval --fidelity` on the validation kits, + spectrograms.png
   metrics.json          VAE reconstruction on the validation kits (multi-resolution STFT, SNR)
 and BUNDLE/MODEL_CARD.md: data with licences, model sizes, training steps and time, metrics,
-the steering table, and the command that reproduces it. The bundle's hashes cover only the
-files its manifest lists, so adding report/ and the card leaves it valid.
+the fidelity and steering tables, and the command that reproduces it. The bundle's hashes cover
+only the files its manifest lists, so adding report/ and the card leaves it valid.
+
+--steering-only measures the fidelity and both modes' steering again on the given validation
+folders and replaces only those sections of the card (after `steerpad calibrate`).
 """
 
 from __future__ import annotations

@@ -20,20 +20,21 @@ ap.add_argument("--hits", type=int, default=None, help="stop after this many hit
 ap.add_argument("--seconds", type=float, default=None, help="stop after this long")
 args = ap.parse_args()
 
-state = {"level": 0.0, "bands": [0.0] * 4, "hits": 0}
+state = {"level": 0.0, "centroid": 0.0, "hits": 0}
 
 
 def level(address, rms, peak):
     state["level"] = rms
 
 
-def bands(address, *values):
-    state["bands"] = list(values)
+def centroid(address, value):
+    state["centroid"] = value
 
 
-def centroid(address, value):  # the last message of a frame's spectrum: draw the frame
-    bars = " ".join("▁▂▃▄▅▆▇█"[min(7, int(b * 8))] for b in state["bands"])
-    print(f"level {'#' * int(state['level'] * 40):<40} bands {bars}  centroid {value:.2f}", flush=True)
+def bands(address, *values):  # a frame sends level, centroid, then bands: draw the frame
+    bars = " ".join("▁▂▃▄▅▆▇█"[min(7, int(b * 8))] for b in values)
+    print(f"level {'#' * int(state['level'] * 40):<40} bands {bars}  centroid {state['centroid']:.2f}",
+          flush=True)
 
 
 def pad(address, number, velocity):

@@ -5,7 +5,8 @@
     python examples/play_pad.py --out snare.wav                # no sound card: write it instead
 
 A knob position (0..1) is a share of the direction's calibrated range, as on the controller:
-0.5 is centred (the pad plays its own sample, bit for bit), 0 and 1 are the calibrated ends.
+0.5 is centred (the pad plays its own sample: bit for bit at the bundle's rate, e.g. --rate 44100
+for the shipped bundle; at the default 48000, resampled), 0 and 1 are the calibrated ends.
 """
 
 import argparse

@@ -1,7 +1,8 @@
 """Train a tiny bundle on a folder of one-shots, every stage, as `steerpad train` does: ingest,
-the VAE (or a trained one), encode, the sparse autoencoder, probes and steering directions,
-knob calibration, export. Tiny: it shows the API and makes a bundle steerpad plays; for a model
-worth playing, see the README's "Train on your own samples".
+the VAE (or a trained one), encode, the sparse autoencoder, probes and steering directions (with
+their α calibration), export, per-mode knob calibration, a short eval. Tiny: it shows the API and
+makes a bundle steerpad plays; for a model worth playing, see the README's "Train on your own
+samples".
 
     python examples/train_tiny.py ~/samples/kits --out tiny_bundle            # trains a small VAE too
     python examples/train_tiny.py ~/samples/kits --out tiny_bundle --vae models/my_vae

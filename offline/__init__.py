@@ -5,6 +5,7 @@ contract and what it names (tests/test_packaging.py: SEAM).
 Modules, stage by stage (docs/architecture.md):
 
 - cli: the `steerpad` command; each subcommand is a module with add_arguments / run
+- flags: ConfigFlags, the command-line flags built from the stages' config dataclasses
 - ingest, ingest_store, labels: folders of one-shots -> a store of equal-length labelled clips
 - vae, spectral, sao_weights: the VAE family (Stable Audio Open's Oobleck, the small spectral
   default) and loading SAO weights

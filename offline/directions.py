@@ -9,8 +9,10 @@ their calibration on held-out clips. Writes a steering folder that `steerpad exp
                              polarity, ...calibration}], "probes": {descriptor: metrics},
                              "descriptors": {name: {unit, mean, std}}}
 
-Frames: latent frame i of a clip pairs with descriptor frame i of its audio (same hop); only
-frames that sound (loudness above -60 dBFS, and within the clip's sounding frames) are used,
+Frames: latent frame i of a clip pairs with descriptor frame i (same hop) of its VAE
+reconstruction (`describe="reconstruction"`, the default: what a knob acts through) or of its
+audio (`describe="audio"`); only frames that sound, judged on the audio either way (loudness
+above -60 dBFS, and within the clip's sounding frames), are used,
 and for pitch only frames with pitch_confidence >= `pitch_confidence`. Probes are fitted on the
 training kits and scored on the validation kits; calibration renders validation clips.
 

@@ -1,7 +1,8 @@
 """Reconstruction losses for VAE training: multi-resolution STFT (spectral convergence + log
 magnitude, as in auraloss / Stable Audio Open's autoencoder config), a pre-emphasised waveform L1
-that pins phase and sharpens attacks, a log-envelope L1 for attack loudness, and SNR in dB for
-evaluation (the KL term is `vae.kl_divergence`). All audio is `[B, C, T]` float; every loss
+that pins phase and sharpens attacks, a log-envelope L1 for attack loudness, an onset-weighted
+short-STFT log-magnitude L1 (transient_weighted_l1: attacks weigh as much as tails), and SNR in
+dB for evaluation (the KL term is `vae.kl_divergence`). All audio is `[B, C, T]` float; every loss
 returns a scalar tensor."""
 
 from __future__ import annotations

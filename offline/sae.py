@@ -288,7 +288,7 @@ class TopKSAE(nn.Module):
         Why scale-free: with the plain loss ||e_hat - err||^2 and a residual of 1-2% of the
         variance, 256 dead features overshoot it, and the cheapest fix is to lower all their
         pre-activations, which buries them further below the TopK threshold. Measured on
-        real-sound latents (tests/test_sae_real.py): 35% of the dictionary dead with the
+        real-sound latents (tests/offline/test_sae_real.py): 35% of the dictionary dead with the
         plain loss, 14% with no AuxK, 0.1-0.8% with this one."""
         zero = x_s.new_zeros(())
         if dead_mask is None or self.config.aux_coef == 0:

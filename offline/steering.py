@@ -9,7 +9,9 @@ directions d_k are unit vectors in code space; since ||f|| = sqrt(F) (64 for 409
 alpha of a few units barely moves anything, and the calibrated ranges are tens of units.
 
 `SteerModule` is the exported form (steer.onnx / steer.pt): latents [B, D, N] in the VAE's
-layout (channels first, N frames) and alpha [K] -> steered latents [B, D, N].
+layout (channels first, N frames) and alpha [K] -> steered latents [B, D, N]. `CodesModule`
+(codes.onnx / codes.pt): latents [B, D, N] -> the sparse SAE code, values and feature indices
+[B, N, J] (J = k + the level pair).
 """
 
 from __future__ import annotations

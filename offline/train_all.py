@@ -1,7 +1,8 @@
 """`steerpad train --data DIR... --out BUNDLE`: one-shots to a playable bundle, stage by stage.
 
     ingest -> VAE (train `small`/`tiny`, or load `sao` weights / a VAE folder) -> encode -> SAE
-    -> descriptors, probes, directions, calibration -> export -> a short eval
+    -> descriptors, probes, directions, α calibration -> kit -> export
+    -> per-mode knob calibration -> a short eval
 
 Every stage writes into the work folder (default `BUNDLE.work/`) and is skipped when its output
 is complete, so running the same command again after an interruption resumes at the stage

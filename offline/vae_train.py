@@ -1,8 +1,11 @@
 """`steerpad train vae`: trains an Oobleck VAE (the `small` config by default) on an ingested store.
 
-One loop, top to bottom: sample a batch of onset-biased crops, forward, loss (multi-resolution
-STFT + pre-emphasised waveform L1 + log-envelope L1 + KL), step, every `eval_every` steps the
-validation STFT distance and SNR, every `ckpt_every` steps a checkpoint. All randomness of step s
+One loop, top to bottom: sample a batch of onset-biased crops (by default 80 % of them
+augmented on the fly, offline/augment.py), forward, loss (multi-resolution STFT + pre-emphasised
+waveform L1 + log-envelope L1 + onset-weighted short-STFT L1 (transient_weighted_l1, weight 0.5
+by default) + KL; with adv_weight > 0 also the multi-scale STFT discriminator's hinge loss and
+feature matching), step, every `eval_every` steps the validation STFT distance and SNR, every
+`ckpt_every` steps a checkpoint. All randomness of step s
 is drawn from (seed, s), and the checkpoint holds model, optimizer, step, history and RNG states,
 so `--resume` continues with the same loss curve as an uninterrupted run (bit-identical on CPU).
 

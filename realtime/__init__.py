@@ -1,4 +1,4 @@
-"""steerpad.realtime: plays a bundle from MIDI. numpy + onnxruntime only; never torch or offline.
+"""steerpad.realtime: plays a bundle from MIDI; never imports torch or steerpad.offline.
 
 Modules (docs/architecture.md has the threads and who owns what):
 
@@ -23,4 +23,6 @@ Modules (docs/architecture.md has the threads and who owns what):
   `steerpad devices`, `steerpad learn`
 - outputs, errors, limits, waits: what steerpad may overwrite, one-line errors, the audio options'
   ranges, bounded waits on servers that may hang
+- service: the base of the service threads (start, stop, join, crash), and Loop, a service whose
+  loop is a given function
 """

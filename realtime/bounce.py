@@ -8,7 +8,9 @@ sounds, so a performance dense with knob moves costs one render per hit at most.
 deterministic: the same file, bundle and preset give the same samples.
 
 The bounce streams: each block goes to the WAV (and the feature frames to their file) as it is
-made, so memory stays flat however long the performance. A performance longer than
+made, so memory stays flat however long the performance. With --osc the frames are also sent over
+OSC, each at its time in the audio (the render waits for it), or as fast as they come with
+--osc-fast. A performance longer than
 --max-duration (default MAX_DURATION_S) is refused before anything is rendered. The outputs are
 written to temporary files next to their destinations and moved into place only when the
 whole bounce worked: a failed render (a broken decoder, a full disk, Ctrl-C) leaves no partial

@@ -9,13 +9,16 @@
       encoder.pt ...       the same as TorchScript (offline use; never read here)
       probes.safetensors   the descriptor probes (realtime/probes.py reads them for the visualizer)
       kit/<name>.npy       pad latents [D, N] float32
+      kit/<name>.flac      the pad's source one-shot, if stored (export.store_kit_audio; KitEntry.audio,
+                           which faithful mode plays)
 
 `load_bundle(path)` checks everything it can before any audio is made (schema, field types,
 every number against its range in LIMITS, file hashes, the kit's and probes' headers, the ONNX
 models' shapes against the manifest) and refuses a bundle it cannot play with a one-line
 SteerpadError naming the bundle and the field or file. manifest.json's size and nesting are
-capped before it is parsed. numpy + onnxruntime (+ safetensors for the probes' header) only:
-the `Bundle` methods run on a render worker thread, never in the audio callback.
+capped before it is parsed. numpy + onnxruntime (+ safetensors for the probes' header,
+soundfile for the kit audio, soxr for latents_of) only: the `Bundle` methods run on a render
+worker thread, never in the audio callback.
 """
 
 from __future__ import annotations

@@ -29,10 +29,13 @@ Shared attributes (one writer each; readers take a snapshot, never a lock):
                                                                        mixer.follow), capture
     worker._played                     callback (worker.played)        render worker (order)
     mixer voices, _queue, hits,        callback                        render worker
-    played, dropped, load, blocks                                      (ringing_pads), status, OSC
+    played, dropped, load, blocks,                                     (ringing_pads), status, OSC
+    unmapped, silent_hits
     out_ring, in_ring                  callback (position last)        OSC feed, capture threads
     stems (route(): made before start) callback (mix)                  the callback (JackStream)
     monitor                            key reader / main thread        callback
+    capture                            main thread (Capture.start,     callback (handle)
+                                       Capture.stop)
     midi (its MidiInput._midiin)       main thread (attach_midi); the  callback (drain)
                                        port watcher swaps a fresh one
     worker.sources                     capture thread (set_source,     render worker

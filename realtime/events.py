@@ -1,7 +1,8 @@
 """MIDI events as the engine sees them: parsed, channel 0-15, controller values resolved to 0-1.
 
-The MIDI input (midi.py) and the offline bounce (bounce.py) both produce these; the engine maps
-them to pads and knobs through the preset's controller map."""
+The MIDI inputs (midi.py over rtmidi, jackio.JackMidi over JACK) and the offline bounce
+(bounce.py) produce these; the engine maps them to pads and knobs through the preset's controller
+map."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ invents its fine structure and its phase, so only its spectral envelope is trust
 
 - **cut** where Q has less energy than P: x's bins are multiplied by (|Q| / |P|) ** cut_power,
   keeping x's phase and fine structure (partials stay partials);
-- **add** where Q has more: a gain cannot create what x lacks, so Q's own bins are added,
-  scaled so the band's energy grows by what the decoder's grew (`add_gain`);
+- **add** where Q has more: the band's energy grows by what the decoder's grew (times
+  `add_gain` squared, in power); x's own band is raised first, by at most `boost_db` (default
+  6 dB), and only the rest, which a gain on x cannot create, is added from Q's own bins;
 - a timbre knob's **left half** only ever removes: either its own change applied cut-only, or
   the *mirror* of its right half (the change to dec(z'') at +|α|, inverted, cut-only, with
   exponent mirror_power), whichever its calibration found moves the descriptor further

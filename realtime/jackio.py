@@ -28,11 +28,14 @@ an xrun when JACK's frame clock skips a cycle. It runs a larger JACK period than
 block in engine-sized pieces. Closing (quiet_close, shared with the test rig's clients):
 jack_deactivate cancels the process thread, and a thread cancelled while it waits for the GIL
 takes the GIL down with it, so the callback first ends JACK's process thread itself, and only
-then does a helper thread deactivate and close, waited for CLOSE_S.
+then does a helper thread deactivate and close (waits: CLOSE_S for that last cycle, SETTLE_S
+for the server to let the client go).
 
-Shared attributes (one writer each): `callbacks`, `xruns`, `callback_errors`, `last_error`:
-the process callback; `_shutdown`: JACK's shutdown callback; `failure`, `hung`, `_quiet`: the
-main thread; JackMidi's `connected`, `port_name`: its watcher thread.
+Shared attributes (one writer each): `callbacks`, `xruns`, `callback_errors`, `last_error`,
+`load`, `_ended` (read by quiet_close on the closing thread): the process callback; `_shutdown`:
+JACK's shutdown callback; `failure`, `hung`, `_quiet`: the main thread; JackMidi's `received`,
+`filtered`, `handler_errors`, `handler_error`: the process callback; its `connected`,
+`reconnects`, `last_error`: its watcher thread.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from steerpad.realtime.events import Event
 from steerpad.realtime.midiparse import MidiParser
 from steerpad.realtime.presets import Preset
 from steerpad.realtime.service import Service
-from steerpad.realtime.waits import CLOSE_S, exit_soon, finishes
+from steerpad.realtime.waits import CLOSE_S, SETTLE_S, exit_soon, finishes
 
 CLIENT_NAME = "steerpad"
 OUTPUTS = ("main", "pads", "groups")
@@ -58,8 +61,9 @@ STALL_S = 2.0
 WATCH_S = 0.5
 """How often the MIDI watcher looks for the --midi-port source to (re)connect."""
 _left_behind: list = []
-"""Clients of a server that hangs: kept referenced, so that no garbage collection runs their
-close (which would wait forever) before the process ends (exit_soon)."""
+"""Clients that did not close (a server that hangs, or a close that ran out of time): kept
+referenced for good, so that no garbage collection runs their close: it would wait forever, or
+cancel a process thread that waits for the GIL (see quiet_close)."""
 
 
 def _jack():
@@ -137,27 +141,33 @@ def end_callback(jack) -> None:
     raise jack.CallbackExit
 
 
-def quiet_close(client, ended, timeout: float = CLOSE_S) -> bool:
+def quiet_close(client, ended, timeout: float = CLOSE_S, settle: float = SETTLE_S) -> bool:
     """Close a JACK client whose process callback is Python, without taking the GIL down.
 
     jack_deactivate (and jack_client_close) stop the client's process thread with a thread
     cancel; a thread cancelled while it waits for the GIL keeps the GIL's mutex for good, and
     every Python thread then waits forever (seen under load: the tests hung in Client.deactivate).
     So the caller first makes its callback end the thread itself (end_callback, after setting
-    what `ended()` reads); once `ended()` is true no thread of the client can be in Python, and
-    deactivate and close run on a helper thread, waited for `timeout` s. Returns whether the
-    client closed (False: the server hangs, the client is left behind)."""
+    what `ended()` reads), waited for `timeout` s: a server with no cycle in that time hangs. Once
+    `ended()` is true no thread of the client can be in Python, and deactivate and close run on a
+    helper thread, waited for `settle` s more (the server cycled just now; under a loaded CPU it
+    can take seconds). Returns whether the client closed (False: the server hangs; the client is
+    left behind, in `_left_behind`)."""
     deadline = time.monotonic() + timeout
     while not ended() and time.monotonic() < deadline:
         time.sleep(0.001)
     if not ended():  # no cycle came: the server hangs (or never ran the client)
+        _left_behind.append(client)
         return False
 
     def shut() -> None:
         client.deactivate()
         client.close()
 
-    return finishes(shut, max(0.0, deadline - time.monotonic()) + timeout, f"jack-close-{client.name}")
+    if finishes(shut, settle, f"jack-close-{client.name}"):
+        return True
+    _left_behind.append(client)
+    return False
 
 
 @dataclass(frozen=True)
@@ -187,7 +197,8 @@ def routing(preset: Preset, outputs: str) -> Routing | None:
 class JackMidi(Service):
     """The client's JACK MIDI input `midi_in`, drained by the process callback (drain). Reads as
     a MidiInput does for the status view: api_name, port_name, connected, received, ignored,
-    filtered, handler_errors, last_error, reconnects."""
+    filtered, handler_errors, handler_error (written by the process callback), last_error,
+    reconnects (written by the watcher)."""
 
     api_name = "jack"
 
@@ -201,6 +212,7 @@ class JackMidi(Service):
         self.port_name = f"{client.name}:midi_in"
         self.connected = source is None
         self.received = self.filtered = self.handler_errors = self.reconnects = 0
+        self.handler_error: str | None = None
         self.last_error: str | None = None
         super().__init__()
 
@@ -240,7 +252,7 @@ class JackMidi(Service):
                 handler(event, offset)
             except Exception as e:  # noqa: BLE001 - a handler bug must not end MIDI input
                 self.handler_errors += 1
-                self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+                self.handler_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
         return n
 
     def register(self) -> None:
@@ -457,8 +469,9 @@ class JackStream:
         return self.failure
 
     def close(self) -> None:
-        """Silence the callback, let two cycles pass, then deactivate and close on a helper thread
-        (waited for CLOSE_S); a server that hangs is left alone (exit_soon). Safe to call twice."""
+        """Silence the callback, wait for its last cycle (CLOSE_S at most), then deactivate and close
+        on a helper thread (SETTLE_S at most); a server that hangs is left alone (exit_soon). Safe
+        to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -474,10 +487,10 @@ class JackStream:
         else:
             closed = quiet_close(self.client, lambda: self._ended)
         if not closed:
-            _left_behind.append(self.client)
-            self.failure = self.failure or (f"JACK client {self.client.name} did not close within "
-                                            f"{CLOSE_S:g} s: the server hangs; start JACK again, then "
-                                            "steerpad live")
+            if self.client not in _left_behind:  # (quiet_close keeps its own)
+                _left_behind.append(self.client)
+            self.failure = self.failure or (f"JACK client {self.client.name} did not close: the server "
+                                            "hangs; start JACK again, then steerpad live")
             self.hung = True
             exit_soon()
 

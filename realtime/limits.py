@@ -1,5 +1,6 @@
 """The audio options every part of the engine supports, and the one check `steerpad live` and
-`steerpad render` run on --sample-rate and --blocksize before anything opens.
+`steerpad render` run on --sample-rate and --blocksize before anything opens; and FILE_RATES,
+the sample rates an audio file may have (engine.read_one_shot, offline ingest).
 
 Block size, 16..8192 frames:
 - the master bus (masterbus.py) needs at least 16 frames;

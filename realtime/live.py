@@ -9,8 +9,8 @@ its own with named ports (realtime/jackio.py), when a JACK server runs and no Po
 is named; _PortAudioBackend, a sounddevice stream (LiveStream) on the chosen device, MIDI
 through rtmidi. The audio callback calls `Engine.process` (which drains the MIDI input first)
 and counts xruns; the terminal status view redraws from the main thread a few times a second.
-Ctrl-C stops everything in order: the feed, the stream, MIDI, capture, the render worker, the
-master bus.
+Ctrl-C stops everything in order: the key reader, the feed, the stream, capture, MIDI, the
+collector, the engine (its render worker, then the master bus), the visualizer page.
 
 A device that goes away (the JACK server stopped, killed or hung, a card unplugged) ends the
 run: the main thread checks the stream a few times a second (LiveStream.check: PortAudio's
@@ -453,7 +453,8 @@ class _Backend:
         print(f"steerpad live: {bundle} · preset {preset.name} · {self.rate} Hz, {self.blocksize} frames"
               f"{self.where()}")
         input_channels = (args.input_channels or 1) if args.input else 0
-        # the ExitStack leaves in reverse: keys, feed, stream, MIDI, capture, engine
+        # the ExitStack leaves in reverse: keys, feed, stream, capture, MIDI, collector, engine (render
+        # worker, master bus), viz page; Ctrl-C is ignored meanwhile (_calm_closing)
         with contextlib.ExitStack() as closing:
             calm = _calm_closing(closing)
             senders = [] if target is None else [oscfeed.OscSender(*target)]

@@ -22,7 +22,7 @@ back. The signal path, per block of `blocksize` frames:
   (1e-4, 0.0009 dB) under the ceiling.
 
 Latency: the delay L = round(0.5 ms * sample_rate) samples (`latency`: 24 at 48 kHz, 22 at
-44.1 kHz), measured with an impulse in tests/test_masterbus.py, and at most half a block (tiny
+44.1 kHz), measured with an impulse in tests/realtime/test_masterbus.py, and at most half a block (tiny
 blocks shorten the lookahead), so a note mixed into block n still starts in block n. With
 `limiter=False` only the Clip runs (latency 0). An offline render that wants its last `latency`
 samples appends that much silence.

@@ -2,10 +2,11 @@
 own, or drained by the audio callback (`drain`, what `steerpad live` does on PortAudio; as a JACK
 client it reads its own JACK MIDI port instead, realtime/jackio.py).
 
-Threads: a reader thread (with a handler) takes messages from rtmidi's own queue (`get_message()`, every
-`READ_S` when idle), parses them and calls the handler; for a named port a watcher thread polls
-the port list and reconnects when the port comes back. `stop()` sets an event both threads
-check, joins them and closes the ports in `finally`.
+Threads (each a service.Loop): a reader (with a handler) takes messages from rtmidi's own queue
+(`get_message()`, every `READ_S` when idle), parses them and calls the handler; for a named port
+a watcher polls the port list and reconnects when the port comes back. `stop()` stops and joins
+both, then closes the ports in `finally` (called from the handler, the reader closes them as it
+leaves). A loop that raises ends with its `crash` kept; MidiInput.crash reports it.
 
 A reconnect never touches the client being drained (by the reader thread, or by the audio
 callback through `drain()`): the watcher opens the returned port on a fresh client and swaps
@@ -39,6 +40,7 @@ import rtmidi
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import Event
 from steerpad.realtime.midiparse import MidiParser
+from steerpad.realtime.service import Loop
 
 __all__ = ["MidiInput", "MidiParser", "first_input_without_virtual", "list_input_ports", "list_output_ports",
            "resolve_api"]
@@ -171,9 +173,10 @@ class MidiInput:
     Attributes, read from any thread: `connected`, `port_name` (the connected port's name, or
     the virtual port's name), `api_name` ("jack", "alsa", ...), `reconnects`, `received`
     (messages taken from rtmidi), `ignored` (messages that gave no event), `filtered` (events
-    dropped by `channels`), `handler_errors` (exceptions the handler raised, counted and kept in
-    `last_error`, never fatal), `last_error` (a one-line description of the latest problem, or
-    None) and `event_time` (time.perf_counter() when the message being handled was taken from
+    dropped by `channels`), `handler_errors` (exceptions the handler raised, counted and the
+    latest kept in `handler_error`, never fatal; written by whoever delivers: the reader or
+    drain()'s caller), `last_error` (the watcher's latest port problem in one line, or None) and
+    `event_time` (time.perf_counter() when the message being handled was taken from
     rtmidi, ~READ_S after it arrived; read it inside the handler). rtmidi itself drops sysex,
     clock and active sensing: they are not counted.
     """
@@ -200,11 +203,10 @@ class MidiInput:
         self._parser = MidiParser(cc14)
         self._mask = None if channels is None else [c in set(channels) for c in range(16)]
         self._poll_s = poll_s
-        self._stopping = threading.Event()
         self._midiin: rtmidi.MidiIn | None = None
         self._probe: rtmidi.MidiIn | None = None  # lists ports for the watcher (its own client)
         self._retired: list[rtmidi.MidiIn] = []  # swapped out by a reconnect; the watcher closes them
-        self._threads: list[threading.Thread] = []
+        self._loops: list[Loop] = []
         self._started = False
         self._close_on_exit = False
         self.connected = False
@@ -214,6 +216,7 @@ class MidiInput:
         self.received = 0
         self.filtered = 0
         self.handler_errors = 0
+        self.handler_error: str | None = None
         self.last_error: str | None = None
         self.event_time = 0.0
 
@@ -238,25 +241,27 @@ class MidiInput:
             self._close()
             raise
         if self._handler is not None:
-            self._threads.append(threading.Thread(target=self._read, name="steerpad-midi", daemon=True))
+            self._loops.append(Loop("steerpad-midi", self._read))
         if self._query is not None:
-            self._threads.append(threading.Thread(target=self._watch, name="steerpad-midi-watch",
-                                                  daemon=True))
-        for t in self._threads:
-            t.start()
+            self._loops.append(Loop("steerpad-midi-watch", self._watch))
+        for loop in self._loops:
+            loop.start()
         return self
+
+    @property
+    def crash(self) -> str | None:
+        """Why the reader or the watcher ended on an exception (one line), or None."""
+        return next((loop.crash for loop in self._loops if loop.crash is not None), None)
 
     def stop(self) -> None:
         """Stop the threads and close the ports; safe to call twice, or from the handler."""
         self._started = True  # a stopped input does not start again
-        self._stopping.set()
-        me = threading.current_thread()
+        mine = any(loop.on_own_thread for loop in self._loops)
         try:
-            for t in self._threads:
-                if t is not me:
-                    t.join()
+            for loop in self._loops:
+                loop.stop()  # (does not wait on the calling thread itself)
         finally:
-            if me not in self._threads:
+            if not mine:
                 self._close()
             else:  # called from the handler: the reader closes the ports as it leaves
                 self._close_on_exit = True
@@ -291,10 +296,10 @@ class MidiInput:
             handler(event)
         except Exception as e:  # a handler bug must not end MIDI input
             self.handler_errors += 1
-            self.last_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
+            self.handler_error = f"MIDI handler raised {type(e).__name__}: {e}".splitlines()[0]
 
-    def _read(self) -> None:
-        handler, stopping = self._handler, self._stopping
+    def _read(self, stopping: threading.Event) -> None:
+        handler = self._handler
         try:
             while not stopping.is_set():
                 midiin = self._midiin  # a reconnect swaps in a fresh client
@@ -305,8 +310,8 @@ class MidiInput:
                 self._deliver(got[0], handler)
         finally:
             if self._close_on_exit:
-                for t in self._threads[1:]:
-                    t.join()
+                for loop in self._loops[1:]:
+                    loop.stop()
                 self._close()
 
     def _clients(self, reasons: list[str]) -> Iterator[rtmidi.MidiIn]:
@@ -413,8 +418,8 @@ class MidiInput:
             finally:
                 old.delete()
 
-    def _watch(self) -> None:
-        while not self._stopping.wait(self._poll_s):
+    def _watch(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self._poll_s):
             try:
                 self._retire()
                 ports = self._probe.get_ports()

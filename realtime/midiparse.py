@@ -1,4 +1,5 @@
-"""Raw MIDI bytes -> events.py events: the parser behind MidiInput (midi.py), with no I/O.
+"""Raw MIDI bytes -> events.py events: the parser behind MidiInput (midi.py), the JACK MIDI input
+(jackio.JackMidi) and the bounce (bounce.py), with no I/O.
 
 Runs once per incoming message (in the audio callback, when it drains the MIDI input), so it
 allocates only the event it returns."""

@@ -1,15 +1,16 @@
 """What steerpad may write over: only what it wrote itself.
 
 Every command that writes, replaces or deletes (`ingest`, `encode`, `train vae`, `train sae`,
-`train`, `export`, `eval`, `render --out`/`--features`, `learn --out`) asks `claim_output` first
-(capture never replaces anything: each take gets a new name). Each
-kind of output steerpad writes carries a marker it recognises:
+`train`, `export`, `calibrate` (it rewrites the bundle's manifest), `eval`,
+`render --out`/`--features`, `learn --out`) asks `claim_output` first (capture never replaces
+anything: each take gets a new name). Each kind of output steerpad writes carries a marker it
+recognises:
 
 | kind       | written by                      | marker                                            |
 | ---------- | ------------------------------- | ------------------------------------------------- |
 | `store`    | ingest                          | `store.json`, `"format": "steerpad-ingest"`       |
 | `latents`  | encode                          | `meta.json`, `"format": "steerpad-latents-1"`     |
-| `bundle`   | export, train                   | `manifest.json`, `"schema": "steerpad-bundle"`    |
+| `bundle`   | export, train, calibrate        | `manifest.json`, `"schema": "steerpad-bundle"`    |
 | `run:STAGE`| train vae / sae (`vae`, `sae`), | `steerpad-run.json`, `"format": "steerpad-run"`,  |
 |            | train's work folder (`train`),  | `"stage": STAGE`: a folder of one stage is never  |
 |            | steering, eval                  | taken for another's                               |

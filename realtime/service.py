@@ -1,5 +1,6 @@
 """One small base for steerpad's service threads (the capture, the key reader, the OSC feed, the
-render worker): start, stop, join, and the errors their loops catch.
+render worker, JACK MIDI's port watcher; MidiInput's reader and watcher as `Loop`s): start, stop,
+join, and the errors their loops catch.
 
     service.start()   # runs service._run() on a daemon thread named service.thread_name
     service.stop()    # sets service._stopping, wakes the loop (_wake), joins the thread
@@ -12,6 +13,7 @@ the thread, never the process, and is kept in `crash` (written by the service's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class Service:
@@ -26,6 +28,11 @@ class Service:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def on_own_thread(self) -> bool:
+        """Whether the caller is this service's own thread (a handler its loop calls)."""
+        return self._thread is threading.current_thread()
 
     def start(self):
         """Start the thread (again after a stop); a running service is left as it is."""
@@ -68,3 +75,16 @@ class Service:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class Loop(Service):
+    """A service whose loop is a function given to it, body(stopping): for an object that runs
+    more than one thread (MidiInput's reader and port watcher)."""
+
+    def __init__(self, name: str, body: Callable[[threading.Event], None]) -> None:
+        super().__init__()
+        self.thread_name = name
+        self._body = body
+
+    def _run(self) -> None:
+        self._body(self._stopping)

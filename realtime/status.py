@@ -1,6 +1,8 @@
-"""The terminal status view of `steerpad live` (rich): pads lighting on hits, knob values per
-direction, the render queue and latency, callback load and xruns, the MIDI port; and, once the
-audio device is gone (LiveStream.failure), why, with MIDI on a JACK server that went with it.
+"""The terminal status view of `steerpad live` (rich): pads lighting on hits (with their capture
+marks), knob values per direction, the render queue and latency, callback load and xruns, the
+MIDI port, the OSC feed's counters, the input's level meter, the keys' help; a "stopped" row
+naming each service thread that ended on an exception (its `crash`); and, once the audio device
+is gone (LiveStream.failure), why, with MIDI on a JACK server that went with it.
 
 It only reads counters the engine, worker and stream already keep; it runs on the main thread
 and never touches the audio path."""
@@ -100,6 +102,10 @@ class StatusView:
         if cap is not None:
             info.add_row("input", Text.assemble(cap.summary(), (f" · {cap.last_error}" if cap.last_error
                                                                  else "", "red")))
+        services = ("render", w), ("midi", self.midi), ("osc", self.feed), ("input", cap), ("keys", self.keys)
+        crashed = [f"{name}: {svc.crash}" for name, svc in services if getattr(svc, "crash", None)]
+        if crashed:  # a service thread ended on an exception: the rest plays on without it
+            info.add_row("stopped", Text("; ".join(crashed), style="bold red"))
         if self.keys is not None:
             info.add_row("keys", Text.assemble(self.keys.help, (f" · {self.keys.message}" if self.keys.message
                                                                 else "", "yellow")))

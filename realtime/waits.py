@@ -17,6 +17,10 @@ from collections.abc import Callable
 CLOSE_S = 1.0
 """How long closing waits for the audio stream or the MIDI port to close before leaving it
 behind (a JACK server that hangs never answers)."""
+SETTLE_S = 5.0
+"""How long a JACK server that still runs process cycles gets to deactivate and close a client
+(jackio.quiet_close): a loaded CPU slows it past CLOSE_S, and only a server that stopped cycling
+is taken to hang."""
 EXIT_S = 2.0
 """With a JACK server that hangs, the process ends this long after play stopped (exit_soon)."""
 _devnull = None

@@ -75,3 +75,20 @@ def build_chain(root: Path) -> Path:
         sae_train.train_sae = real_train
     (root / "summary.json").write_text(json.dumps(summary, default=str))
     return root
+
+
+PAD_FILES = (("hh_closed*", "hats"), ("hihat_opened*", "hats"), ("*snare*", None), ("*clap*", None))
+
+
+def write_preset(folder: Path, kit: Path, knobs=("brighter", "louder")) -> Path:
+    """A preset on the generic controller: pads 1-4 = closed hat, open hat (one choke group),
+    snare, clap from `kit`; knobs 1.. = `knobs`."""
+    lines = ['name = "test"', 'controller = "generic"', ""]
+    for pattern, choke in PAD_FILES:
+        sample = sorted(kit.glob(pattern))[0]
+        lines += ["[[pads]]", f'sample = "{sample}"'] + ([f'choke = "{choke}"'] if choke else []) + [""]
+    for d in knobs:
+        lines += ["[[knobs]]", f'direction = "{d}"', ""]
+    path = folder / "test.toml"
+    path.write_text("\n".join(lines))
+    return path

@@ -71,10 +71,15 @@ def chain(tmp_path_factory):
     folder holding bundle/, work/ (with work/eval/report.json) and kits/."""
     from chainbundle import build_chain
 
-    reuse = os.environ.get("STEERPAD_TEST_CHAIN")  # a chain folder a previous run built (debugging)
-    if reuse and (Path(reuse) / "bundle" / "manifest.json").is_file():
-        return Path(reuse)
-    return build_chain(tmp_path_factory.mktemp("chain"))
+    # $STEERPAD_TEST_CHAIN: where to keep it, for a later run to use again (`./scripts/test --ci`
+    # runs the live tests in a second process; or debugging)
+    shared = os.environ.get("STEERPAD_TEST_CHAIN")
+    if not shared:
+        return build_chain(tmp_path_factory.mktemp("chain"))
+    if (Path(shared) / "bundle" / "manifest.json").is_file():
+        return Path(shared)
+    Path(shared).mkdir(parents=True, exist_ok=True)
+    return build_chain(Path(shared))
 
 
 @pytest.fixture

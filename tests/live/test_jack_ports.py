@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 from rig.jackrig import Recorder, Sender, first_onset
-from test_engine import write_preset
 
 from steerpad.offline.cli import main
 from steerpad.realtime import jackio, midi
@@ -21,6 +20,7 @@ from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.engine import Engine
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.presets import load_preset
+from tests.chainbundle import write_preset
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 from rig.jackrig import Sender
-from test_engine import write_preset
 
 from steerpad.offline.cli import main
+from tests.chainbundle import write_preset
 
 pytestmark = pytest.mark.slow
 

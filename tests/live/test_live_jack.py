@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 from rig.jackrig import Sender, first_onset, live_rig
-from test_engine import write_preset
 
 from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.midi import MidiInput
 from steerpad.realtime.presets import load_preset
+from tests.chainbundle import write_preset
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,11 @@ JACK frame clock.
     steerpad's output (PortAudio)  ──JACK audio──►  Recorder "steerpad-test-rec:in_1/2"
     Player "steerpad-test-play:out_N"  ──JACK audio──►  steerpad's input (PortAudio:in_0 ...)
 
+That is live_rig's default backend; with backend="jack" steerpad is a JACK client of its own
+(jackio.JackStream) named PORT, and the rig wires the same clients to its ports: the Sender to
+PORT:midi_in, PORT:main_L/R to the Recorder, the Player to PORT:in_N. `plain_client` is a plain
+JACK client (a pass-through) whose xruns are the baseline steerpad's are compared with.
+
 `ensure_jackd()` starts `jackd -d dummy` (no sound card needed) unless a server runs. Start it
 before sounddevice is imported (PortAudio scans host APIs once, at import) and stop it only
 after the process exits, which a watchdog process does: it waits for this process to end and

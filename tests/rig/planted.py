@@ -1,4 +1,4 @@
-"""Synthetic latents with planted sparse features: the SAE's tests (tests/test_sae.py) and its
+"""Synthetic latents with planted sparse features: the SAE's tests (tests/offline/test_sae.py) and its
 training benchmark (bench/bench.py) train on them."""
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, NoteOn
 from steerpad.realtime.presets import load_preset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "models" / "default"
 PRESET = ROOT / "presets" / "default.toml"
 RATE = 48000

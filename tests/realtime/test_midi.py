@@ -252,7 +252,7 @@ def test_virtual_port_channel_filter_and_handler_errors(jack_server):
             assert wait_until(lambda: NoteOff(9, 36, 0) in events)
             assert [e for e in events if e != pong] == [NoteOn(9, 36, 90), NoteOff(9, 36, 0)]
             assert (midi.filtered, midi.handler_errors) == (1, 1)
-            assert midi.last_error == "MIDI handler raised ZeroDivisionError: a handler bug"
+            assert midi.handler_error == "MIDI handler raised ZeroDivisionError: a handler bug"
         assert mine not in list_output_ports("jack")  # the port was closed
     finally:
         source.delete()
@@ -271,7 +271,7 @@ def test_stop_from_the_handler(sender):
     ping(out, events)
     out.send_message([0x90, 99, 1])
     assert wait_until(lambda: not midi.connected), "stop() from the handler did not close the input"
-    assert wait_until(lambda: not any(t.is_alive() for t in midi._threads)), "a MIDI thread is left running"
+    assert wait_until(lambda: not any(loop.running for loop in midi._loops)), "a MIDI thread is left running"
     midi.stop()  # and again from outside
 
 

@@ -410,9 +410,8 @@ def played(chain, tmp_path_factory):
     """The chain bundle, a preset (pads 1-4 from the held-out kit, pads 5-16 empty, knobs
     brighter and louder, [capture] arm_cc = 20) and a real snare from the held-out kit, mono at
     48 kHz [T]."""
-    from test_engine import write_preset
-
     from steerpad.realtime.bundle import load_bundle
+    from tests.chainbundle import write_preset
 
     kit = chain / "kits" / "synth_kit_6"
     path = write_preset(tmp_path_factory.mktemp("capture"), kit)
@@ -444,7 +443,7 @@ def padded(snare: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(RATE // 5, np.float32), snare, np.zeros(RATE // 2, np.float32)])
 
 
-def status_text(engine) -> str:
+def status_text(engine, midi_crash: str | None = None) -> str:
     from types import SimpleNamespace
 
     from rich.console import Console
@@ -452,10 +451,20 @@ def status_text(engine) -> str:
     from steerpad.realtime.status import StatusView
 
     stream = SimpleNamespace(device_name="test", xruns=0)
-    midi = SimpleNamespace(port_name="test", connected=True, received=0)
+    midi = SimpleNamespace(port_name="test", connected=True, received=0, crash=midi_crash)
     console = Console(record=True, width=220, file=open(os.devnull, "w"))
     console.print(StatusView(engine, stream, midi).render())
     return console.export_text()
+
+
+def test_the_status_view_names_a_service_thread_that_stopped(played):
+    from steerpad.realtime.engine import Engine
+
+    bundle, preset, _ = played
+    with Engine(bundle, preset, RATE, 128, master=False) as engine:
+        assert "stopped" not in status_text(engine)
+        text = status_text(engine, midi_crash="RtMidiError: the port went")
+    assert "stopped  midi: RtMidiError: the port went" in text, text
 
 
 @pytest.mark.slow

@@ -5,8 +5,6 @@ held-out kit as pad samples (encoded with the bundle's encoder)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mido
 import numpy as np
 import pytest
@@ -20,27 +18,11 @@ from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import ControlChange, NoteOn
 from steerpad.realtime.faithful import MODES
 from steerpad.realtime.presets import load_preset
+from tests.chainbundle import write_preset
 
 pytestmark = pytest.mark.slow  # needs the chain bundle (~2 min, once per session)
 
 RATE = 48000
-PAD_FILES = (("hh_closed*", "hats"), ("hihat_opened*", "hats"), ("*snare*", None), ("*clap*", None))
-
-
-def write_preset(folder: Path, kit: Path, knobs=("brighter", "louder")) -> Path:
-    """A preset on the generic controller: pads 1-4 = closed hat, open hat (one choke group),
-    snare, clap from `kit`; knobs 1.. = `knobs`."""
-    lines = ['name = "test"', 'controller = "generic"', ""]
-    for pattern, choke in PAD_FILES:
-        sample = sorted(kit.glob(pattern))[0]
-        lines += ["[[pads]]", f'sample = "{sample}"'] + ([f'choke = "{choke}"'] if choke else []) + [""]
-    for d in knobs:
-        lines += ["[[knobs]]", f'direction = "{d}"', ""]
-    path = folder / "test.toml"
-    path.write_text("\n".join(lines))
-    return path
-
-
 @pytest.fixture(scope="module")
 def rig(chain, tmp_path_factory):
     folder = tmp_path_factory.mktemp("engine")

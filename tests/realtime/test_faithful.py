@@ -15,7 +15,7 @@ import pytest
 from steerpad.realtime.faithful import ChangeConfig, FaithfulPad, apply_change, istft, stft
 
 SR = 44100
-BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+BUNDLE = Path(__file__).resolve().parents[2] / "models" / "default"
 ABSOLUTE = ChangeConfig(keep_level=False)
 
 

@@ -16,7 +16,7 @@ import pytest
 from steerpad.offline.cli import main
 from steerpad.realtime import config, shipped
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -327,6 +327,7 @@ def test_learn_over_a_real_jack_midi_port(jack_server, tmp_path, monkeypatch, ca
     finally:
         typed.close()
         out.close_port()
+        out.delete()  # now, not when the collector frees it (rtmidi closes JACK clients holding the GIL)
     assert result == [0], printed
     m = load_controller(tmp_path / "controllers" / "jack_box.toml")
     assert (m.pad_channel, m.pad_notes, m.knob_channel, m.knob_ccs) == (9, (36,), 1, (21,))

@@ -36,7 +36,7 @@ from steerpad.offline.vae import OobleckVAE, get_config, load_vae
 
 pytestmark = pytest.mark.slow  # ~15 s encoding + ~60 s training on 2 cores
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 VAL_FILES = ("alum4.wav", "snd_6.aif", "drumloop.wav")  # one of each family + the drum loop
 OFFSETS = 8  # encodings per file, shifted by hop / OFFSETS samples each
 CLIP_FRAMES = IngestConfig().frames  # what `steerpad ingest` stores per clip

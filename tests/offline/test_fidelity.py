@@ -14,7 +14,7 @@ import soundfile as sf
 from steerpad.offline.fidelity import CODECS, MEASURES, measure, opus_round_trip, third_octave_matrix
 
 SR = 44100
-BUNDLE = Path(__file__).resolve().parent.parent / "models" / "default"
+BUNDLE = Path(__file__).resolve().parents[2] / "models" / "default"
 
 
 def _hit(seed: int, n: int = SR // 2) -> np.ndarray:

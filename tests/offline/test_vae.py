@@ -1,6 +1,6 @@
 """The project's Oobleck VAE: configs, shapes, weight-norm folding, save/load, KL, and the
 Stable Audio Open loader's handling of good and bad files (on tiny configs; the parity with
-stable-audio-tools itself is tests/test_sao_reference.py)."""
+stable-audio-tools itself is tests/offline/test_sao_reference.py)."""
 
 from __future__ import annotations
 
@@ -336,7 +336,7 @@ def test_data_init_makes_a_fresh_model_carry_its_input():
         return float((t - t.mean(0)).pow(2).mean().sqrt() / t.pow(2).mean().sqrt())
 
     wave = OobleckConfig(name="wave_tiny", channels=8)  # waveform Oobleck (the spectral front
-    # end of `tiny` carries its input from the start; tests/test_spectral.py checks its init)
+    # end of `tiny` carries its input from the start; tests/offline/test_spectral.py checks its init)
     torch.manual_seed(0)
     plain = OobleckVAE(wave).eval()
     torch.manual_seed(0)

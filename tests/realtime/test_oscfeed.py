@@ -394,9 +394,8 @@ def level_db(rms01: np.ndarray) -> float:
 def bounced(chain, tmp_path_factory):
     """The performance rendered twice by `steerpad render --features`, once also sent over OSC:
     (hit times, the first file's frames, both files' bytes, the OSC messages received)."""
-    from test_engine import write_preset
-
     from steerpad.offline.cli import main
+    from tests.chainbundle import write_preset
 
     folder = tmp_path_factory.mktemp("oscbounce")
     preset = write_preset(folder, chain / "kits" / "synth_kit_6")
@@ -511,10 +510,10 @@ PORT = "steerpad-osc-test"
 def live(jack_server, chain, tmp_path_factory):
     """steerpad live on JACK (tests/rig/jackrig.live_rig) with a LiveFeed at 60 Hz to a Receiver."""
     from rig.jackrig import live_rig
-    from test_engine import write_preset
 
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.presets import load_preset
+    from tests.chainbundle import write_preset
 
     bundle = load_bundle(chain / "bundle")
     preset = load_preset(write_preset(tmp_path_factory.mktemp("osclive"), chain / "kits" / "synth_kit_6"))

@@ -20,7 +20,7 @@ import pytest
 from steerpad.realtime.bundle import LIMITS, MANIFEST_MAX_BYTES, load_bundle, parse_directions, sha256
 from steerpad.realtime.errors import SteerpadError
 
-DEFAULT = Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT = Path(__file__).resolve().parents[2] / "models" / "default"
 FIX = "; re-export the bundle"
 
 

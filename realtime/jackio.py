@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,18 +142,48 @@ def end_callback(jack) -> None:
     raise jack.CallbackExit
 
 
-def quiet_close(client, ended, timeout: float = CLOSE_S, settle: float = SETTLE_S) -> bool:
-    """Close a JACK client whose process callback is Python, without taking the GIL down.
+def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], timeout: float = CLOSE_S,
+                settle: float = SETTLE_S) -> bool:
+    """Close a JACK client whose process callback is Python, without taking the GIL down, and
+    without stalling the clients around it.
 
     jack_deactivate (and jack_client_close) stop the client's process thread with a thread
     cancel; a thread cancelled while it waits for the GIL keeps the GIL's mutex for good, and
     every Python thread then waits forever (seen under load: the tests hung in Client.deactivate).
-    So the caller first makes its callback end the thread itself (end_callback, after setting
-    what `ended()` reads), waited for `timeout` s: a server with no cycle in that time hangs. Once
-    `ended()` is true no thread of the client can be in Python, and deactivate and close run on a
-    helper thread, waited for `settle` s more (the server cycled just now; under a loaded CPU it
-    can take seconds). Returns whether the client closed (False: the server hangs; the client is
-    left behind, in `_left_behind`)."""
+    So the callback ends the thread itself first (end_callback, once `quiet()` set what it
+    reads). But a client whose thread ended still sits in JACK's graph, and the clients it feeds
+    are not run until the server's client timeout gives up on it: steerpad's own close then waited
+    for a cycle that never came (a test's MIDI sender, closed first, still fed it). So, in order:
+
+    1. a helper thread disconnects every port of the client and lets two cycles pass (the graph
+       switches at a cycle), `timeout` s at most: a server that does not answer hangs;
+    2. `quiet()`, then wait for `ended()` (the callback's last cycle), `timeout` s at most;
+    3. deactivate and close on a helper thread, `settle` s at most (the server cycled just now;
+       under a loaded CPU it can take seconds).
+
+    Returns whether the client closed (False: the server hangs; the client is left behind, in
+    `_left_behind`)."""
+    import jack
+
+    stop_at = time.monotonic() + timeout
+
+    def unhook() -> None:
+        for ports in (client.inports, client.outports, client.midi_inports, client.midi_outports):
+            for port in ports:
+                try:
+                    port.disconnect()
+                except jack.JackError:  # (a connection that went meanwhile)
+                    pass
+        seen = client.last_frame_time  # reads JACK's shared clock: no request to the server
+        for _ in range(2):
+            while client.last_frame_time == seen and time.monotonic() < stop_at:
+                time.sleep(0.001)
+            seen = client.last_frame_time
+
+    if not finishes(unhook, timeout, f"jack-unhook-{client.name}"):
+        _left_behind.append(client)
+        return False
+    quiet()
     deadline = time.monotonic() + timeout
     while not ended() and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -468,16 +499,17 @@ class JackStream:
                             f"{now - self._seen_at:.1f} s; start JACK again, then steerpad live")
         return self.failure
 
+    def _go_quiet(self) -> None:
+        self._quiet = True
+
     def close(self) -> None:
-        """Silence the callback, wait for its last cycle (CLOSE_S at most), then deactivate and close
-        on a helper thread (SETTLE_S at most); a server that hangs is left alone (exit_soon). Safe
-        to call twice."""
+        """Disconnect, silence the callback, wait for its last cycle, then deactivate and close
+        (quiet_close); a server that hangs is left alone (exit_soon). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         if self.midi is not None:
             self.midi.stop()
-        self._quiet = True
         if self.check() is not None and self.hung:
             _left_behind.append(self.client)
             exit_soon()
@@ -485,7 +517,7 @@ class JackStream:
         if not self._started or self._shutdown is not None:  # no process thread runs: close only
             closed = finishes(self.client.close, CLOSE_S, "steerpad-jack-close")
         else:
-            closed = quiet_close(self.client, lambda: self._ended)
+            closed = quiet_close(self.client, self._go_quiet, lambda: self._ended)
         if not closed:
             if self.client not in _left_behind:  # (quiet_close keeps its own)
                 _left_behind.append(self.client)

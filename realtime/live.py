@@ -52,7 +52,7 @@ from steerpad.realtime.limits import (
     check_audio_options,
 )
 from steerpad.realtime.presets import load_preset
-from steerpad.realtime.waits import CLOSE_S, exit_soon, finishes
+from steerpad.realtime.waits import CLOSE_S, SETTLE_S, exit_soon, finishes
 
 STALL_S = 2.0
 """No audio block for this long (or 4 blocks' time, if longer) while the stream runs: the device
@@ -159,6 +159,11 @@ class LiveStream:
         self.hung = False
         """Whether the JACK server hangs (alive but silent): then every JACK call waits forever."""
         self._started = self._closed = False
+        self._quiet = False
+        """Set by close() (main thread): the callback's next block is its last (it aborts the stream)."""
+        self._ended = False
+        """Set by the callback's last block (read by close())."""
+        self._abort = sd.CallbackAbort
         self._seen, self._seen_at = 0, 0.0
         self._stall_s = max(STALL_S, 4.0 * engine.blocksize / engine.sample_rate)
         duplex = engine.input_channels > 0
@@ -183,6 +188,8 @@ class LiveStream:
         """Whether the stream runs on a JACK server (which MIDI on JACK shares)."""
 
     def _callback(self, outdata, frames, time_info, status) -> None:
+        if self._quiet:
+            self._end(outdata)
         self.callbacks += 1
         if status.output_underflow or status.output_overflow:
             self.xruns += 1
@@ -194,6 +201,8 @@ class LiveStream:
             self.last_error = f"{type(e).__name__}: {e}"
 
     def _duplex_callback(self, indata, outdata, frames, time_info, status) -> None:
+        if self._quiet:
+            self._end(outdata)
         self.callbacks += 1
         if status.output_underflow or status.output_overflow or status.input_overflow:
             self.xruns += 1
@@ -247,11 +256,19 @@ class LiveStream:
                             "again")
         return self.failure
 
+    def _end(self, outdata) -> None:
+        """The callback's last block, once close() asked: silence, and abort the stream from
+        inside (PortAudio stops calling Python before anyone waits on it)."""
+        outdata.fill(0)
+        self._ended = True
+        raise self._abort
+
     def close(self) -> None:
-        """Abort and close the stream on a helper thread, waiting at most CLOSE_S (Ctrl-C is
-        never held up), unless the device is gone: then PortAudio's stop would wait for minutes,
-        so the stream is left as it is and PortAudio's exit handler skipped (_forget_portaudio).
-        Safe to call twice."""
+        """Let the callback end the stream itself (its next block: CLOSE_S at most, else the
+        device or its server hangs), then abort and close it on a helper thread, waiting at most
+        SETTLE_S (a loaded CPU slows a live server; Ctrl-C is never held up). A device that is
+        gone is not waited on (PortAudio's stop would wait for minutes): the stream is left as it
+        is and PortAudio's exit handler skipped (_forget_portaudio). Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -260,9 +277,14 @@ class LiveStream:
             if self.hung:
                 exit_soon()
             return
-        if not finishes(self._abort_and_close, CLOSE_S, "steerpad-audio-close"):  # it hangs: leave it
-            self.failure = (f"audio device {self.device_name!r} ({self.host_api}) did not stop within "
-                            f"{CLOSE_S:g} s: the device or its server hangs; check it with "
+        self._quiet = True
+        deadline = time.monotonic() + CLOSE_S
+        while self._started and not self._ended and time.monotonic() < deadline:
+            time.sleep(0.001)
+        cycled = self._ended or not self._started  # (no PortAudio call: one could wait forever)
+        if not (cycled and finishes(self._abort_and_close, SETTLE_S, "steerpad-audio-close")):
+            self.failure = (f"audio device {self.device_name!r} ({self.host_api}) did not stop: the "
+                            "device or its server hangs; check it with "
                             "`steerpad devices`, then start steerpad live again")
             _forget_portaudio()
 

@@ -63,7 +63,13 @@ def ensure_jackd(rate: int = RATE, period: int = PERIOD, server: str | None = No
     """Make the JACK server `server` run, a dummy one (no sound card) started here unless it runs
     already; False if jackd is not installed or did not start. With a name, this process (and
     the sounddevice, rtmidi and JACK-Client clients it opens) uses that server from now on
-    ($JACK_DEFAULT_SERVER), so parallel runs on one machine never share one."""
+    ($JACK_DEFAULT_SERVER), so parallel runs on one machine never share one. A process that
+    already uses a running server keeps it: libjack holds on to the first server a process talked
+    to (once PortAudio has a client on server A, a client opened for server B sees A's ports and
+    not its own: measured, the bench's MIDI port went missing inside the test run)."""
+    current = os.environ.get("JACK_DEFAULT_SERVER")
+    if server and current and current != server and jack_running(current):
+        server = current
     if server:
         os.environ["JACK_DEFAULT_SERVER"] = server
     name = server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
@@ -124,11 +130,12 @@ class _RigClient:
     """A JACK-Client client of the rig, whose process callback is Python. Closing one is where a
     test run hung for good: jack_deactivate stops the client's process thread with a thread
     cancel, and a thread cancelled while it waits for (or holds) the GIL takes the GIL down with
-    it, so every Python thread waits forever (seen under load, twice). close() sets `_quiet`,
-    read first thing in every callback: the next cycle calls `_end()`, which ends JACK's process
-    thread from inside itself; steerpad's jackio.quiet_close then deactivates and closes on a
-    thread of its own. live_rig closes these last, after steerpad's stream, MIDI and render
-    worker."""
+    it, so every Python thread waits forever (seen under load, twice). close() runs steerpad's
+    jackio.quiet_close: the client's ports are disconnected first (a client whose thread ended
+    would stall the ones it feeds), then `_quiet`, read first thing in every callback, makes the
+    next cycle call `_end()`, which ends JACK's process thread from inside itself, and only then
+    does a thread of its own deactivate and close. live_rig closes these last, after steerpad's
+    stream, MIDI and render worker."""
 
     client: Any
     _quiet = False
@@ -146,8 +153,7 @@ class _RigClient:
     def close(self, timeout: float = 5.0) -> None:
         from steerpad.realtime.jackio import quiet_close
 
-        self._quiet = True
-        quiet_close(self.client, lambda: self._ended, timeout)
+        quiet_close(self.client, lambda: setattr(self, "_quiet", True), lambda: self._ended, timeout)
 
 
 class Sender(_RigClient):

@@ -189,13 +189,15 @@ class WavOutput:
         try:
             self._file = sf.SoundFile(fd, "w", int(sample_rate), 2, subtype, format="RF64" if rf64 else "WAV",
                                       closefd=True)
-        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        except BaseException as e:  # (a SIGTERM raised here too: the file is ours to remove)
             try:
                 os.close(fd)
             except OSError:  # soundfile had taken it
                 pass
             self._tmp.unlink(missing_ok=True)
-            raise RuntimeFailure(f"--out {self.path}: cannot write a WAV there ({e})") from None
+            if isinstance(e, (sf.LibsndfileError, RuntimeError, OSError, ValueError)):
+                raise RuntimeFailure(f"--out {self.path}: cannot write a WAV there ({e})") from None
+            raise
         self._file.software = SOFTWARE
 
     def _failed(self, e: Exception) -> RuntimeFailure:
@@ -251,9 +253,10 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
     shot = bundle.max_frames * bundle.hop / bundle.sample_rate
     seconds = (max((t for t, _ in events), default=0) / sample_rate) + shot + TAIL_S + 1.0
     bytes_per_frame = 2 * {"FLOAT": 4, "PCM_24": 3, "PCM_16": 2}.get(subtype, 4)
-    wav = WavOutput(out, sample_rate, subtype, rf64=seconds * sample_rate * bytes_per_frame > WAV_LIMIT_BYTES)
-    file = None
+    wav = file = None
     try:
+        rf64 = seconds * sample_rate * bytes_per_frame > WAV_LIMIT_BYTES
+        wav = WavOutput(out, sample_rate, subtype, rf64=rf64)
         file = None if features is None else oscfeed.FeatureFile(features)
         feed = None
         if file is not None or sender is not None:
@@ -267,7 +270,8 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
         if file is not None:
             file.close()
     except BaseException:
-        wav.abort()
+        if wav is not None:
+            wav.abort()
         if file is not None:
             file.abort()
         raise

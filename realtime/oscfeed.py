@@ -164,7 +164,12 @@ class FeatureFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         fd, self._tmp = create_beside(self.path, "--features", "features")
-        self._file = open(fd, "w", encoding="utf-8")
+        try:
+            self._file = open(fd, "w", encoding="utf-8")
+        except BaseException:  # (a SIGTERM raised here too: the file is ours to remove)
+            os.close(fd)
+            self._tmp.unlink(missing_ok=True)
+            raise
         self.frames = 0
 
     def _failed(self, e: OSError) -> RuntimeFailure:

@@ -427,6 +427,8 @@ def turn_while_ringing(rig: LiveRig, pad: int, cc: int, value: int, centre: int 
     the stream saw an xrun or the recorder lost a period is tried again, at most twice (the dummy
     server may drop MIDI or periods when it xruns); without one, it is what the engine did."""
     engine, rate = rig.engine, rig.recorder.rate
+    if not engine.worker.wait_fresh(60):  # every pad rendered (under load the first renders take seconds)
+        raise AssertionError("the engine's first renders did not finish in 60 s")
 
     def hit(turn: bool) -> tuple[np.ndarray, int]:
         while engine.sounding():
@@ -440,7 +442,10 @@ def turn_while_ringing(rig: LiveRig, pad: int, cc: int, value: int, centre: int 
         audio = rig.recorder.audio_since(t).copy()
         onset = first_onset(audio)
         if onset is None:
-            raise AssertionError(f"pad {pad + 1} did not sound")
+            raise AssertionError(f"pad {pad + 1} did not sound: {engine.played} hits played, "
+                                 f"{getattr(rig.midi, 'received', '?')} MIDI messages received, recorded "
+                                 f"{len(audio)} frames peaking at {float(np.abs(audio).max(initial=0)):.3g}, "
+                                 f"{rig.stream.xruns} xruns, {rig.recorder.gaps} recorder gaps")
         return audio[onset:], sent - t - onset
 
     for _ in range(3):

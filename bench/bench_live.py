@@ -140,29 +140,14 @@ def bench_live_modulation(o) -> dict[str, float]:
     cymbal (pad 9, a 1.5 s ring and more) hit through steerpad's MIDI port, `brighter` turned to
     one end 150 ms into its ring: from the cycle the CC was sent in until the recorded output's
     spectral centroid leaves the same hit's with the knob left alone by 5 % (the centre of the
-    first 1024-sample window that does; jackrig.turn_while_ringing). Runs at the priority
-    `steerpad live` takes (live.raise_priority; `live_modulation/nice`)."""
-    from steerpad.realtime.live import raise_priority
-
-    repeats = 3 if o.quick else 15
-    # as `steerpad live` does, before the bundle's thread pools and the render worker start; given
-    # back at the end, so the benchmarks after this one run as before
-    was = os.getpriority(os.PRIO_PROCESS, 0)
-    raise_priority()
-    try:
-        return _live_modulation(o, repeats)
-    finally:
-        os.setpriority(os.PRIO_PROCESS, 0, was)
-
-
-def _live_modulation(o, repeats: int) -> dict:
+    first 1024-sample window that does; jackrig.turn_while_ringing)."""
     from rig.jackrig import PERIOD, RATE, ensure_jackd, live_rig, turn_while_ringing
 
     from steerpad.realtime.bundle import load_bundle
     from steerpad.realtime.engine import Engine
     from steerpad.realtime.presets import load_preset
 
-    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    repeats = 3 if o.quick else 15
     bundle, preset = load_bundle(ROOT / "models" / "default"), load_preset(ROOT / "presets" / "default.toml")
     all_pads = []
     with Engine(bundle, preset, RATE, PERIOD) as engine:
@@ -176,8 +161,7 @@ def _live_modulation(o, repeats: int) -> dict:
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
     ringing, unaligned = [], 0
-    # each turn: two hits of a 1.5 s crash, waited out, and the renders (~5 s a turn under --load)
-    with live_rig(bundle, preset, "steerpad-bench-ringing", seconds=30 + 8 * repeats) as rig:
+    with live_rig(bundle, preset, "steerpad-bench-ringing") as rig:
         for i in range(repeats):
             turn = turn_while_ringing(rig, pad=8, cc=70, value=(127, 0)[i % 2])  # crash, brighter
             delay = turn.delay_ms() if turn.followed else None
@@ -189,7 +173,7 @@ def _live_modulation(o, repeats: int) -> dict:
     for key, v in (("knob_to_all_pads_ms", all_pads), ("knob_to_ringing_ms", ringing)):
         out[f"live_modulation.{key}/p50"] = float(np.median(v)) if v else float("nan")
         out[f"live_modulation.{key}/p90"] = float(np.percentile(v, 90)) if v else float("nan")
-    return out | {"live_modulation/pads": float(pads), "live_modulation/nice": float(nice),
+    return out | {"live_modulation/pads": float(pads),
                   "live_modulation/ringing_measured": float(len(ringing)),
                   "live_modulation/ringing_unaligned": float(unaligned),
                   "live_modulation/ringing_tries": float(repeats)}

@@ -139,55 +139,6 @@ class Collector:
             self._saved = None
 
 
-NICE = -10
-"""The nice value `steerpad live` asks for (as rtkit grants a desktop audio app, -11)."""
-
-
-def raise_priority(nice: int = NICE) -> str:
-    """Lower the calling thread's nice value to `nice`, where the system allows it, and say how it
-    went in a few words for the startup line. On Linux a nice value is per thread and the threads
-    started afterwards inherit it: called before the bundle loads, it covers onnxruntime's thread
-    pools and the render worker, so a knob's renders win over other work on the machine (the JACK
-    or PortAudio callback thread is realtime already). Measured on 2 cores against a busy loop
-    on each: knob -> ringing p50 72.8 -> 40.8 ms, knob -> all 16 pads p50 650 -> 339 ms. Without
-    the right (Linux: an RLIMIT_NICE, e.g. `@audio - nice -11` in /etc/security/limits.d, or
-    root) the priority stays as it is."""
-    import os
-
-    if not hasattr(os, "setpriority"):
-        return "priority: normal"
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if current <= nice:
-        return f"priority: nice {current}"
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError:
-        return (f"priority: nice {current} (not allowed to raise it; allow the audio group "
-                f"nice {nice} in /etc/security/limits.d)")
-    # With autogroup scheduling (Linux's default for desktops), a thread's nice only counts within
-    # its session's group, and each group shares the CPU evenly with other sessions' (a busy loop
-    # started in a session of its own took half the cores whatever steerpad's nice): the group is
-    # raised too, where the kernel has groups and allows it.
-    # The group outlives steerpad (it is the terminal's session), so its nice is given back at exit.
-    try:
-        with open("/proc/self/autogroup") as group:
-            was = int(group.read().split("nice")[1])
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-    except (OSError, ValueError, IndexError):
-        return f"priority: nice {nice}"
-    atexit.register(_give_back_group, was)
-    return f"priority: nice {nice}, and its session's scheduling group"
-
-
-def _give_back_group(nice: int) -> None:
-    try:
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-    except OSError:  # (raising a nice value is always allowed; a vanished /proc is not ours)
-        pass
-
-
 class LiveStream:
     """An Engine on a sounddevice stream (device, blocksize), with xrun counting: output only, or
     full duplex when the engine takes input (Engine(input_channels=N)); `device` may be one
@@ -519,11 +470,10 @@ class _Backend:
     def _perform(self, args: argparse.Namespace, target, osc_rate: float) -> int:
         from steerpad.realtime.status import StatusView
 
-        priority = raise_priority()  # first: the threads the bundle and the engine start inherit it
         bundle = load_bundle(args.bundle)
         preset = load_preset(args.preset)
         print(f"steerpad live: {bundle} · preset {preset.name} · {self.rate} Hz, {self.blocksize} frames"
-              f"{self.where()} · {priority}")
+              f"{self.where()}")
         input_channels = (args.input_channels or 1) if args.input else 0
         # the ExitStack leaves in reverse: keys, feed, stream, capture, MIDI, collector, engine (render
         # worker, master bus), viz page; Ctrl-C is ignored meanwhile (_calm_closing)

@@ -161,7 +161,8 @@ def bench_live_modulation(o) -> dict[str, float]:
     if not ensure_jackd(RATE, PERIOD, server=f"steerpad-bench-{os.getpid()}"):
         raise RuntimeError("no JACK server: install jackd2 (./scripts/bench does)")
     ringing, unaligned = [], 0
-    with live_rig(bundle, preset, "steerpad-bench-ringing") as rig:
+    # each turn: two hits of a 1.5 s crash, waited out, and the renders (~5 s a turn under --load)
+    with live_rig(bundle, preset, "steerpad-bench-ringing", seconds=30 + 8 * repeats) as rig:
         for i in range(repeats):
             turn = turn_while_ringing(rig, pad=8, cc=70, value=(127, 0)[i % 2])  # crash, brighter
             delay = turn.delay_ms() if turn.followed else None

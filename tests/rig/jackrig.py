@@ -344,13 +344,14 @@ class LiveRig:
         """Send a note-on to pad (generic map: note 36 + pad, channel 10); return the frame it
         was sent at and the audio recorded from that frame on, `listen` seconds later.
         The dummy JACK server drops MIDI when it xruns (rarely, at realtime priority): a hit
-        that did not sound while the stream saw an xrun is sent again, at most twice."""
+        that did not sound while the stream saw an xrun or the recorder lost a period is sent
+        again, at most twice."""
         for _ in range(3):
-            xruns = self.stream.xruns
+            xruns, gaps = self.stream.xruns, self.recorder.gaps
             t = self.sender.send([0x99, 36 + pad, velocity])
             time.sleep(listen)
             audio = self.recorder.audio_since(t).copy()
-            if first_onset(audio) is not None or self.stream.xruns == xruns:
+            if first_onset(audio) is not None or (self.stream.xruns == xruns and self.recorder.gaps == gaps):
                 break
         return t, audio
 

@@ -81,8 +81,10 @@ def bench_vae_train(o: Options) -> dict[str, float]:
 
 
 def bench_export_onnx(o: Options) -> dict[str, float]:
-    """`small` VAE decoder, 1 s of audio: torch eager vs onnxruntime (CPU, same threads); steer.onnx
-    on one one-shot (32 frames, K=5, a 4096/k32 SAE). Random weights; always on the CPU."""
+    """`small` VAE decoder, 1 s of audio: torch eager vs onnxruntime (CPU, same threads; the
+    exported decoder's frames, overlap-added as Bundle.decode does: realtime/bundle.py
+    synthesize); steer.onnx on one one-shot (32 frames, K=5, a 4096/k32 SAE). Random weights;
+    always on the CPU."""
     import tempfile
 
     import numpy as np
@@ -91,6 +93,7 @@ def bench_export_onnx(o: Options) -> dict[str, float]:
 
     from steerpad.offline.export import export_onnx
     from steerpad.offline.steering import SteerModule
+    from steerpad.realtime.bundle import synthesize
 
     threads = o.threads or torch.get_num_threads()
     cfg = get_config("tiny" if o.quick else "small")
@@ -113,7 +116,12 @@ def bench_export_onnx(o: Options) -> dict[str, float]:
         decoder, steer = (ort.InferenceSession(str(paths[m]), options, providers=["CPUExecutionProvider"])
                           for m in ("decoder", "steer"))
     z_np, shot_np, alpha_np = z.numpy(), z_shot.numpy(), alpha.numpy()
-    onnx_decode, _ = _time_ms(lambda: decoder.run(None, {"latents": z_np}), repeats)
+    head = vae.decoder.head
+
+    def decode():
+        return synthesize(decoder.run(None, {"latents": z_np})[0], head.n_fft, head.hop)
+
+    onnx_decode, _ = _time_ms(decode, repeats)
     onnx_steer, _ = _time_ms(lambda: steer.run(None, {"latents": shot_np, "alpha": alpha_np}), repeats)
     steer_module = SteerModule(sae, directions)
     old_threads = torch.get_num_threads()
@@ -122,7 +130,7 @@ def bench_export_onnx(o: Options) -> dict[str, float]:
         with torch.inference_mode():
             torch_decode, _ = _time_ms(lambda: vae.decode(z), repeats)
             torch_steer, _ = _time_ms(lambda: steer_module(z_shot, alpha), repeats)
-            err = float(np.abs(decoder.run(None, {"latents": z_np})[0] - vae.decode(z).numpy()).max())
+            err = float(np.abs(decode() - vae.decode(z).numpy()).max())
     finally:
         torch.set_num_threads(old_threads)
     return {"onnx/decode_ms": onnx_decode, "torch/decode_ms": torch_decode,

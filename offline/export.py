@@ -56,6 +56,14 @@ TOLERANCE = 1e-4
 """Max |onnxruntime - torch| allowed, relative to max(1, max |torch output|)."""
 IO = {"encoder": ("audio", "latents"), "decoder": ("latents", "audio"),
       "steer": (("latents", "alpha"), "steered"), "codes": ("latents", ("values", "indices"))}
+"""Each model's ONNX input and output names; a spectral VAE's decoder outputs `spectrum` (_io)."""
+
+
+def _io(vae: OobleckVAE) -> dict[str, tuple]:
+    """IO for this VAE: a spectral decoder's ONNX stops before its inverse STFT (the realtime half
+    does that with an FFT, several times faster than the head's transposed conv in onnxruntime:
+    offline/spectral.py ISTFTHead), so its output is the frames, `spectrum`."""
+    return IO | {"decoder": ("latents", "spectrum")} if vae.config.stft_hop else IO
 
 
 def load_steering(folder: str | Path) -> dict[str, Any]:
@@ -119,6 +127,17 @@ def _check_steering(steering: dict, n_features: int | None, where: str) -> list[
 
 
 # --- models -------------------------------------------------------------------------------
+class _DecodeSpectrum(nn.Module):
+    """Latents [B, D, F] -> a spectral decoder's frames [B, C, 2, bins, F'] (OobleckDecoder.spectrum)."""
+
+    def __init__(self, vae: OobleckVAE):
+        super().__init__()
+        self.decoder = vae.decoder
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.decoder.spectrum(z)
+
+
 class _Encode(nn.Module):
     """Audio [B, C, T] -> latents [B, D, T / hop]: the posterior mean."""
 
@@ -130,20 +149,27 @@ class _Encode(nn.Module):
         return self.encoder(audio)[:, : self.latent_dim]
 
 
-def _prepared(vae: OobleckVAE, sae: TopKSAE, directions: Tensor
-              ) -> tuple[OobleckVAE, TopKSAE, Tensor]:
+def _prepared(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None
+              ) -> tuple[OobleckVAE, TopKSAE | None, Tensor | None]:
     """The models on the CPU in eval mode, the VAE's weight norm folded: copies unless they are
-    that already (then as they are: nothing here changes them), so the caller's are untouched."""
+    that already (then as they are: nothing here changes them), so the caller's are untouched.
+    (No SAE and directions: only the VAE's models can be exported.)"""
     if vae.training or not vae.folded or _device(vae) != "cpu":
         vae = vae.folded_copy()
-    if sae.training or _device(sae) != "cpu":
+    if sae is not None and (sae.training or _device(sae) != "cpu"):
         sae = copy.deepcopy(sae).cpu().eval()
-    return vae, sae, torch.as_tensor(directions).detach().float().cpu()
+    return vae, sae, None if directions is None else torch.as_tensor(directions).detach().float().cpu()
 
 
-def _modules(vae: OobleckVAE, sae: TopKSAE, directions: Tensor) -> dict[str, nn.Module]:
-    return {"encoder": _Encode(vae).eval(), "decoder": vae.decoder.eval(),
-            "steer": SteerModule(sae, directions).eval(), "codes": CodesModule(sae).eval()}
+def _modules(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None,
+             onnx: bool = False) -> dict[str, nn.Module]:
+    """The exported models (the VAE's only, without an SAE); for ONNX (`onnx`), a spectral
+    decoder stops at its frames (_io)."""
+    decoder = _DecodeSpectrum(vae) if onnx and vae.config.stft_hop else vae.decoder
+    modules = {"encoder": _Encode(vae).eval(), "decoder": decoder.eval()}
+    if sae is not None:
+        modules |= {"steer": SteerModule(sae, directions).eval(), "codes": CodesModule(sae).eval()}
+    return modules
 
 
 def _device(module: nn.Module) -> str:
@@ -174,21 +200,22 @@ def _examples(vae: OobleckVAE, k: int) -> dict[str, tuple[Tensor, ...]]:
             "decoder": (z,), "steer": (z, torch.zeros(k)), "codes": (z,)}
 
 
-def export_onnx(vae: OobleckVAE, sae: TopKSAE, directions: Tensor, out_dir: str | Path,
+def export_onnx(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None, out_dir: str | Path,
                 opset: int = OPSET, models: tuple[str, ...] = MODELS) -> dict[str, Path]:
-    """Write encoder.onnx, decoder.onnx and steer.onnx (or only `models`; single files, weights
-    inline) into out_dir, with dynamic batch and frame axes. Returns {model: path}."""
+    """Write encoder.onnx, decoder.onnx, steer.onnx and codes.onnx (or only `models`: the
+    VAE's need no SAE or directions; single files, weights inline) into out_dir, with dynamic
+    batch and frame axes. Returns {model: path}."""
     vae, sae, directions = _prepared(vae, sae, directions)
     out_dir = Path(out_dir)
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=1)
-    modules = _modules(vae, sae, directions)
+    modules, io = _modules(vae, sae, directions, onnx=True), _io(vae)
     dynamic = {"encoder": {"audio": {0: batch, 2: frames * vae.config.hop}},
                "decoder": {"z": {0: batch, 2: frames}},
                "steer": {"latents": {0: batch, 2: frames}, "alpha": None},
                "codes": {"latents": {0: batch, 2: frames}}}
-    examples, paths = _examples(vae, directions.shape[0]), {}
+    examples, paths = _examples(vae, 0 if directions is None else directions.shape[0]), {}
     for name in models:
-        module, (inputs, output) = modules[name], IO[name]
+        module, (inputs, output) = modules[name], io[name]
         paths[name] = out_dir / f"{name}.onnx"
         with _quiet(), torch.no_grad():
             torch.onnx.export(module, examples[name], str(paths[name]), dynamo=True, verbose=False,
@@ -314,12 +341,13 @@ def _manifest(folder: Path, vae: OobleckVAE, sae: TopKSAE, steering: dict, entri
     cfg = vae.config
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
     onnx = {"opset": OPSET}
-    for name in MODELS:
-        inputs, output = IO[name]
+    for name, (inputs, output) in _io(vae).items():
         onnx[name] = {"file": f"{name}.onnx", ("input" if isinstance(inputs, str) else "inputs"):
                       inputs if isinstance(inputs, str) else list(inputs),
                       ("output" if isinstance(output, str) else "outputs"):
                       output if isinstance(output, str) else list(output)}
+    if cfg.stft_hop:  # the decoder's frames, overlap-added by realtime/bundle.py synthesize
+        onnx["decoder"]["spectrum"] = {"n_fft": vae.decoder.head.n_fft, "hop": vae.decoder.head.hop}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -69,7 +69,13 @@ def head_channels(channels: int, hop: int) -> int:
 class ISTFTHead(nn.Module):
     """Features `[B, width, F]` -> audio `[B, C, F * hop]`: `conv` (width -> head_channels(C,
     hop)) predicts each bin's log magnitude and phase, and an inverse STFT (a transposed conv)
-    overlap-adds the frames."""
+    overlap-adds the frames.
+
+    An exported bundle's decoder stops at `complex_spectrum` and the realtime half does the
+    inverse STFT with an FFT (realtime/bundle.py, `onnx.decoder.spectrum`): the transposed conv
+    is a dense [2 * bins x n_fft] product per frame, about half of the `small` decoder's time in
+    onnxruntime (7.9 of 15.7 ms for 1.5 s), and onnxruntime's DFT op was slower still (10.4 ms
+    for the same frames); numpy's FFT and overlap-add take 1.8 ms."""
 
     def __init__(self, conv: nn.Module, channels: int, hop: int):
         super().__init__()
@@ -84,10 +90,15 @@ class ISTFTHead(nn.Module):
         y = self.conv(h).unflatten(1, (self.channels, 2, self.bins))
         return y[:, :, 0].clamp(max=MAX_LOG_MAGNITUDE), y[:, :, 1]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def complex_spectrum(self, h: torch.Tensor) -> torch.Tensor:
+        """The frames the inverse STFT overlap-adds: `[B, C, 2, bins, F]`, real then imaginary
+        part (frame f is centred on sample f * hop + hop / 2 of the output)."""
         log_mag, phase = self.spectrum(h)
         mag = torch.exp(log_mag)
-        spec = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2)  # [B, C, 2, bins, F]
+        return torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        spec = self.complex_spectrum(h)  # [B, C, 2, bins, F]
         audio = F.conv_transpose1d(spec.flatten(0, 1).flatten(1, 2), self.basis, stride=self.hop,
                                    padding=(self.n_fft - self.hop) // 2)  # [B * C, 1, T]
         return audio.unflatten(0, (h.shape[0], self.channels)).squeeze(2)

@@ -265,6 +265,21 @@ class OobleckDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.layers(z)
 
+    @property
+    def head(self) -> ISTFTHead | None:
+        """The inverse-STFT head of a spectral decoder (stft_hop > 0), else None."""
+        last = self.layers[-1]
+        return last if isinstance(last, ISTFTHead) else None
+
+    def spectrum(self, z: torch.Tensor) -> torch.Tensor:
+        """A spectral decoder's output before its inverse STFT: latents [B, D, F] -> frames
+        [B, C, 2, bins, F * hop / stft_hop] (ISTFTHead.complex_spectrum). What an exported
+        bundle's decoder.onnx computes (realtime/bundle.py finishes it with an FFT)."""
+        head = self.head
+        if head is None:
+            raise ValueError("spectrum: this decoder is not spectral (stft_hop = 0)")
+        return head.complex_spectrum(self.layers[:-1](z))
+
 
 class VAEOutput(NamedTuple):
     audio: torch.Tensor

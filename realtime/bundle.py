@@ -3,7 +3,10 @@
     bundle/
       manifest.json        schema, audio format, latent stats, SAE size, directions, file hashes
       encoder.onnx         audio [B, C, T]              -> latents [B, D, T / hop]
-      decoder.onnx         latents [B, D, N]            -> audio [B, C, N * hop]
+      decoder.onnx         latents [B, D, N]            -> audio [B, C, N * hop], or, with
+                           onnx.decoder.spectrum {n_fft, hop}, the frames of an inverse STFT:
+                           spectrum [B, C, 2, n_fft / 2 + 1, N * audio.hop / hop] (real, imaginary),
+                           which `decode` overlap-adds (`synthesize`)
       steer.onnx           latents [B, D, N], alpha [K] -> steered [B, D, N]
       codes.onnx           latents [B, D, N] -> SAE code values, indices [B, N, k + 2]
       encoder.pt ...       the same as TorchScript (offline use; never read here)
@@ -16,13 +19,15 @@
 every number against its range in LIMITS, file hashes, the kit's and probes' headers, the ONNX
 models' shapes against the manifest) and refuses a bundle it cannot play with a one-line
 SteerpadError naming the bundle and the field or file. manifest.json's size and nesting are
-capped before it is parsed. numpy + onnxruntime (+ safetensors for the probes' header,
+capped before it is parsed. numpy + onnxruntime (+ scipy.fft for a spectral decoder's
+inverse STFT, safetensors for the probes' header,
 soundfile for the kit audio, soxr for latents_of) only: the `Bundle` methods run on a render
 worker thread, never in the audio callback.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -292,7 +297,9 @@ class Bundle:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Latents [D, N] or [B, D, N] -> audio [B, C, N * hop]."""
         z = _batched(latents, self.latent_dim, "latents", "D")
-        return self._run("decoder", {self._io["decoder"]["input"]: z})
+        out = self._run("decoder", {self._io["decoder"]["input"]: z})
+        spectrum = self._io["decoder"].get("spectrum")
+        return out if spectrum is None else synthesize(out, spectrum["n_fft"], spectrum["hop"])
 
     def steer(self, latents: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """Latents [D, N] or [B, D, N], alpha [K] (one value per direction, in direction order)
@@ -319,6 +326,37 @@ class Bundle:
 
     def _run(self, model: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._sessions[model].run([self._io[model]["output"]], feeds)[0]
+
+
+def synthesize(spectrum: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """A spectral decoder's inverse STFT: frames [B, C, 2, n_fft / 2 + 1, F] (real, imaginary;
+    frame f centred on output sample f * hop + hop / 2) -> float32 audio [B, C, F * hop]. Each
+    frame is inverted (the imaginary parts of DC and Nyquist ignored), windowed by a periodic
+    Hann window, divided by the windows' overlap (sum of the squared window / hop) and
+    overlap-added; (n_fft - hop) / 2 samples are cut from each end. The same arithmetic as
+    offline/spectral.py's ISTFTHead, which the export checks it against."""
+    import scipy.fft
+
+    b, c, _, bins, f = spectrum.shape
+    window = _synthesis_window(n_fft, hop)
+    z = np.empty((b, c, f, bins), np.complex64)
+    z.real = spectrum[:, :, 0].transpose(0, 1, 3, 2)
+    z.imag = spectrum[:, :, 1].transpose(0, 1, 3, 2)
+    frames = scipy.fft.irfft(z, n=n_fft, axis=-1)  # [B, C, F, n_fft] float32
+    frames *= window
+    r = n_fft // hop  # frames f, f + r, f + 2r ... do not overlap: each part is laid down at once
+    out = np.zeros((b, c, (f + r - 1) * hop), np.float32)
+    parts = frames.reshape(b, c, f, r, hop)
+    for i in range(r):
+        out[:, :, i * hop:(i + f) * hop] += parts[:, :, :, i].reshape(b, c, f * hop)
+    pad = (n_fft - hop) // 2
+    return np.ascontiguousarray(out[:, :, pad:pad + f * hop])
+
+
+@functools.lru_cache(maxsize=8)
+def _synthesis_window(n_fft: int, hop: int) -> np.ndarray:
+    w = np.hanning(n_fft + 1)[:n_fft]  # periodic Hann
+    return (w / (np.sum(w * w) / hop)).astype(np.float32)
 
 
 def load_bundle(path: str | Path, providers: list[str] | None = None, verify_hashes: bool = True,
@@ -495,6 +533,14 @@ class _Checker:
             self.get(m, f"onnx.{model}.output", "str")
         for model in ("encoder", "decoder", "codes"):
             self.get(m, f"onnx.{model}.input", "str")
+        if "spectrum" in m["onnx"]["decoder"]:
+            self.get(m, "onnx.decoder.spectrum", "dict")
+            hop = self.number(m, "onnx.decoder.spectrum.hop", 1, 1 << 16, whole=True)
+            n_fft = self.number(m, "onnx.decoder.spectrum.n_fft", 2, 1 << 16, whole=True)
+            if n_fft % hop or not 1 <= n_fft // hop <= 16 or (n_fft - hop) % 2 or m["audio"]["hop"] % hop:
+                raise self.fail(f"manifest.json onnx.decoder.spectrum: n_fft {n_fft} must be 1 to 16 "
+                                f"times hop {hop}, with n_fft - hop even, and hop must divide audio.hop "
+                                f"{m['audio']['hop']}")
         outputs = self.get(m, "onnx.codes.outputs", "list")
         if len(outputs) != 2 or not all(isinstance(s, str) and s for s in outputs):
             raise self.fail(f"manifest.json onnx.codes.outputs must name 2 outputs (values, indices), "
@@ -669,8 +715,11 @@ class _Checker:
                     [[None, ("latent.dim", d), None]])
         self._shape(io["decoder"]["file"], sessions["decoder"].get_inputs(), [io["decoder"]["input"]],
                     [[None, ("latent.dim", d), None]])
+        spectrum = io["decoder"].get("spectrum")
         self._shape(io["decoder"]["file"], sessions["decoder"].get_outputs(), [io["decoder"]["output"]],
-                    [[None, ("audio.channels", c), None]])
+                    [[None, ("audio.channels", c), None] if spectrum is None else
+                     [None, ("audio.channels", c), ("real and imaginary", 2),
+                      ("onnx.decoder.spectrum.n_fft / 2 + 1", spectrum["n_fft"] // 2 + 1), None]])
         self._shape(io["steer"]["file"], sessions["steer"].get_inputs(), io["steer"]["inputs"],
                     [[None, ("latent.dim", d), None], [("directions (count)", k)]])
         self._shape(io["steer"]["file"], sessions["steer"].get_outputs(), [io["steer"]["output"]],

@@ -33,6 +33,7 @@ Never called from the audio callback: the render worker runs it after decode.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,23 +120,34 @@ def stft(x: np.ndarray) -> np.ndarray:
     return scipy.fft.rfft(frames * _WINDOW, axis=-1)  # float32 in, complex64 out
 
 
-def istft(spec: np.ndarray, length: int) -> np.ndarray:
-    """The inverse of `stft` (weighted overlap-add) -> float32 [C, length]. With HOP = N_FFT / 4,
-    frames k, k + 4, k + 8 ... do not overlap: each such set is laid down as one array."""
+def istft(spec: np.ndarray, length: int, scale: float = 1.0) -> np.ndarray:
+    """The inverse of `stft` (weighted overlap-add) -> float32 [C, length], times `scale`. With
+    HOP = N_FFT / 4, frames k, k + 4, k + 8 ... do not overlap: each such set is laid down as one
+    array."""
     c, n, _ = spec.shape
-    w = _WINDOW
-    frames = scipy.fft.irfft(spec, n=N_FFT, axis=-1) * w
+    frames = scipy.fft.irfft(spec, n=N_FFT, axis=-1)
+    frames *= _WINDOW * np.float32(scale) if scale != 1.0 else _WINDOW
     step = N_FFT // HOP
-    total = (n - 1) * HOP + N_FFT
-    out = np.zeros((c, total + N_FFT), np.float32)
-    norm = np.zeros(total + N_FFT, np.float32)
+    out = np.zeros((c, (n - 1) * HOP + 2 * N_FFT), np.float32)
     for k in range(step):
         part = frames[:, k::step]  # [C, m, N_FFT], back to back
         m = part.shape[1]
         out[:, k * HOP:k * HOP + m * N_FFT] += part.reshape(c, m * N_FFT)
-        norm[k * HOP:k * HOP + m * N_FFT] += np.tile(w * w, m)
-    out /= np.maximum(norm, 1e-12)
-    return out[:, N_FFT:N_FFT + length].astype(np.float32)
+    y = out[:, N_FFT:N_FFT + length]
+    y *= _inverse_overlap(n)[N_FFT:N_FFT + length]
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_overlap(n: int) -> np.ndarray:
+    """1 / the squared windows' overlap-add of n frames (istft's normalisation; read-only)."""
+    norm = np.zeros((n - 1) * HOP + 2 * N_FFT, np.float32)
+    for k in range(N_FFT // HOP):
+        m = len(range(k, n, N_FFT // HOP))
+        norm[k * HOP:k * HOP + m * N_FFT] += np.tile(_WINDOW * _WINDOW, m)
+    inverse = 1.0 / np.maximum(norm, 1e-12)
+    inverse.flags.writeable = False
+    return inverse
 
 
 def band_hats(bands: int, n_bins: int = N_FFT // 2 + 1) -> np.ndarray:
@@ -232,8 +244,8 @@ class FaithfulPad:
                 boost = np.minimum(1.0 + added / self.bs, 10 ** (cfg.boost_db / 10))
                 gain *= np.sqrt(boost)
                 rest = np.maximum(added - (boost - 1.0) * self.bs, 0.0)
-                Q *= np.float32(1 / np.sqrt(overall))
-                y = Q * (np.sqrt(rest / (ratio * self.bp)).astype(np.float32) @ self.hats_t)
+                y = Q  # Q's own bins (its overall level change taken out), in place: Q is ours
+                y *= np.sqrt(rest / (ratio * self.bp * overall)).astype(np.float32) @ self.hats_t
         if lowered is not None:  # a decoder that got louder overall (a hum) changes nothing here
             ratio, _ = self._ratio(self._bands(stft(self._fit(lowered))), keep, louder=False)
             gain *= np.minimum(ratio, 1.0) ** (0.5 * cfg.cut_power)
@@ -243,10 +255,12 @@ class FaithfulPad:
         out = self.X * (gain.astype(np.float32) @ self.hats_t)
         if y is not None:
             out += y
-        if keep:  # the source's energy back, within makeup_db
-            energy = float(np.sum(out.real ** 2 + out.imag ** 2, dtype=np.float64))
+        scale = 1.0
+        if keep:  # the source's energy back, within makeup_db (applied by the inverse STFT)
+            parts = out.view(np.float32).reshape(-1)  # real and imaginary parts, squared and summed
+            energy = float(np.square(parts).sum(dtype=np.float64))
             limit = 10 ** (cfg.makeup_db / 20)
-            out *= np.float32(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
+            scale = float(np.clip(np.sqrt(self.energy / max(energy, 1e-30)), 1 / limit, limit))
         if level is not None:  # frame energy ratio (both floored), as a gain on every bin
             frames = np.maximum(self._bands(stft(self._fit(level))), self.floor).sum(axis=1)
             plain = self.bp.sum(axis=1)
@@ -254,7 +268,7 @@ class FaithfulPad:
             g = np.clip(frames / plain, 1.0, limit) if level_up else \
                 np.clip(frames / plain, 1 / limit, 1.0)  # a quiet tail of a quieter hit stays out
             out *= np.sqrt(g).astype(np.float32)[None, :, None]
-        y = istft(out, self.length)
+        y = istft(out, self.length, scale)
         end = y[:, -len(_TAIL):]  # the change fades out into the source's own last samples:
         end -= self.source[:, -len(_TAIL):]  # added content may still sound where x is cut off
         end *= _TAIL[-y.shape[1]:]

@@ -202,10 +202,16 @@ def make_parent(out: Path, option: str = "--out") -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace `path` with `text` atomically: written to a new temporary file beside it (never an
     existing file), then renamed over it, so a reader sees the old file or the new one. On any
-    failure the temporary file, ours and just made, is removed."""
+    failure the temporary file, ours and just made, is removed. The new file keeps the old one's
+    permissions (mkstemp's are owner-only), or gets rw-r--r--."""
     path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

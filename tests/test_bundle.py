@@ -26,6 +26,8 @@ from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config, save_vae
 from steerpad.realtime.bundle import Bundle, Direction, load_bundle
 from steerpad.realtime.errors import SteerpadError
 
+ROOT = Path(__file__).resolve().parents[1]
+
 MICRO = OobleckConfig(name="micro", sample_rate=16000, audio_channels=1, channels=4, c_mults=[1, 2],
                       strides=[2, 4], latent_dim=8)
 NAMES = [("brighter", "centroid", "Hz", 1), ("longer", "decay", "s", 1), ("lower", "pitch", "Hz", -1)]
@@ -110,6 +112,21 @@ def test_onnx_matches_torch(tiny, batch, frames):
         assert maxabs(b.render(z.numpy(), alpha.numpy()), tiny["folded"].decode(steered)) < 1e-4
         # and the unfolded (weight-normed) model the export started from
         assert maxabs(b.decode(z.numpy()), tiny["vae"].decode(z)) < 1e-4
+
+
+def test_a_spectral_decoder_exports_its_frames_and_decode_overlap_adds_them(tiny):
+    """decoder.onnx stops before the inverse STFT (a dense transposed conv, about half the
+    decoder's time in onnxruntime); the manifest says so and Bundle.decode finishes it."""
+    import onnx
+
+    m, b = tiny["bundle"].manifest, tiny["bundle"]
+    hop = tiny["vae"].config.stft_hop
+    assert m["onnx"]["decoder"]["output"] == "spectrum"
+    assert m["onnx"]["decoder"]["spectrum"] == {"n_fft": 4 * hop, "hop": hop}
+    shapes = [list(i.dims) for i in onnx.load(str(b.path / "decoder.onnx")).graph.initializer]
+    assert [2 * (2 * hop + 1), 1, 4 * hop] not in shapes  # no synthesis basis: no inverse STFT inside
+    z = np.asarray(np.random.default_rng(3).standard_normal((2, 64, 3)), np.float32)
+    assert b.decode(z).shape == (2, tiny["vae"].config.audio_channels, 3 * tiny["vae"].config.hop)
 
 
 def test_silence_and_near_silence_encode_to_finite_latents(tiny):
@@ -285,6 +302,38 @@ def test_tampered_bundle_is_refused(tiny, tmp_path, name):
     with pytest.raises(SteerpadError, match=message) as e:
         load_bundle(path)
     assert str(e.value).startswith(f"bundle {path}: ") and "\n" not in str(e.value)
+
+
+def test_upgrade_decoder_moves_an_older_bundle_to_the_spectral_decoder(tiny, tmp_path, monkeypatch):
+    """scripts/upgrade_decoder.py (how models/default got its spectral decoder.onnx): a bundle
+    whose decoder.onnx still ends in the inverse STFT gets one that stops at the frames, from the
+    same weights, decoding the same audio; a second run changes nothing."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import upgrade_decoder
+
+    old = Path(shutil.copytree(tiny["path"], tmp_path / "old"))
+    with monkeypatch.context() as m:  # the exporter as it was: the whole decoder, audio out
+        m.setattr(export, "_io", lambda vae: export.IO)
+        m.setattr(export, "_DecodeSpectrum", lambda vae: vae.decoder)
+        export.export_onnx(tiny["vae"], None, None, tmp_path, models=("decoder",))
+    shutil.move(tmp_path / "decoder.onnx", old / "decoder.onnx")
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["onnx"]["decoder"]["spectrum"]
+    manifest["onnx"]["decoder"]["output"] = "audio"
+    manifest["files"]["decoder.onnx"] = {"sha256": export.sha256(old / "decoder.onnx"),
+                                         "bytes": (old / "decoder.onnx").stat().st_size}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    z = tiny["kick"][None]
+    before = load_bundle(old).decode(z)
+    assert upgrade_decoder.main([str(old)]) == 0
+    after = load_bundle(old)
+    spectrum = after.manifest["onnx"]["decoder"]["spectrum"]
+    assert spectrum == tiny["bundle"].manifest["onnx"]["decoder"]["spectrum"]
+    assert maxabs(after.decode(z), before) < 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # nothing left beside it
+    files = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    assert upgrade_decoder.main([str(old)]) == 0
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == files
 
 
 def test_knob_scales_and_render_settings_are_read(tiny, tmp_path):

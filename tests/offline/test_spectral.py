@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis, head_channels
 from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config
+from steerpad.realtime.bundle import synthesize
 
 
 def test_analysis_then_synthesis_reconstructs_the_signal():
@@ -52,6 +54,22 @@ def test_istft_head_gives_hop_samples_per_frame():
     log_mag, phase = head.spectrum(torch.randn(1, 8, 7) * 100)
     assert log_mag.shape == phase.shape == (1, 2, head.bins, 7)
     assert log_mag.max() <= math.log(100.0) + 1e-6  # clipped: exp cannot overflow
+
+
+@pytest.mark.parametrize("hop", [32, 256])
+def test_the_realtime_synthesis_is_the_heads_inverse_stft(hop):
+    """An exported decoder stops at ISTFTHead.complex_spectrum and realtime/bundle.py's
+    `synthesize` finishes it with an FFT: the same audio as the head's transposed conv (the
+    random phases put imaginary parts on DC and Nyquist too, which both must ignore)."""
+    g = torch.Generator().manual_seed(hop)
+    head = ISTFTHead(torch.nn.Conv1d(8, head_channels(2, hop), 7, padding=3), channels=2, hop=hop)
+    h = torch.randn(3, 8, 9, generator=g)
+    with torch.no_grad():
+        want, frames = head(h).numpy(), head.complex_spectrum(h).numpy()
+    assert frames.shape == (3, 2, 2, head.bins, 9)
+    got = synthesize(frames, head.n_fft, hop)
+    assert got.shape == want.shape == (3, 2, 9 * hop) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
 
 
 def test_spectral_vae_shapes_init_level_and_folding():

@@ -143,6 +143,15 @@ BAD_FIELDS = {
                        r"descriptors\.'centroid'\.std must be a number"),
     "file name with a newline": (lambda m: m["files"].update({"x\ny": {"sha256": "0" * 64, "bytes": 1}}),
                                  r"files lists 'x\\ny', a name with control characters"),
+    # the decoder's inverse STFT
+    "spectrum a list": (at("onnx.decoder.spectrum", [1024, 256]),
+                        r"onnx\.decoder\.spectrum must be an object, got \[1024, 256\]"),
+    "spectrum hop 3": (at("onnx.decoder.spectrum.hop", 3),
+                       r"onnx\.decoder\.spectrum: n_fft 1024 must be 1 to 16 times hop 3"),
+    "spectrum n_fft 2^40": (at("onnx.decoder.spectrum.n_fft", 2**40),
+                            r"onnx\.decoder\.spectrum\.n_fft must be a whole number from 2 to 65536"),
+    "spectrum n_fft 2048": (at("onnx.decoder.spectrum.n_fft", 2048),
+                            r"decoder\.onnx .*onnx\.decoder\.spectrum\.n_fft / 2 \+ 1"),
     # the kit list
     "kit label": (at("kit.0.label", {"x": 1}), r"kit\[0\]\.label must be a string .* got \{'x': 1\}"),
     "2000 kit entries": (lambda m: m["kit"].extend(dict(m["kit"][0], name=f"k{i}") for i in range(1984)),

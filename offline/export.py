@@ -60,10 +60,13 @@ IO = {"encoder": ("audio", "latents"), "decoder": ("latents", "audio"),
 
 
 def _io(vae: OobleckVAE) -> dict[str, tuple]:
-    """IO for this VAE: a spectral decoder's ONNX stops before its inverse STFT (the realtime half
-    does that with an FFT, several times faster than the head's transposed conv in onnxruntime:
-    offline/spectral.py ISTFTHead), so its output is the frames, `spectrum`."""
-    return IO | {"decoder": ("latents", "spectrum")} if vae.config.stft_hop else IO
+    """IO for this VAE: a spectral VAE's STFTs are left to the realtime half, which does them
+    with an FFT, several times faster than their fixed-basis convolutions in onnxruntime
+    (offline/spectral.py): its encoder.onnx starts after its log-magnitude STFT (input
+    `log_magnitude`) and its decoder.onnx stops before its inverse STFT (output `spectrum`)."""
+    if not vae.config.stft_hop:
+        return IO
+    return IO | {"encoder": ("log_magnitude", "latents"), "decoder": ("latents", "spectrum")}
 
 
 def load_steering(folder: str | Path) -> dict[str, Any]:
@@ -139,14 +142,16 @@ class _DecodeSpectrum(nn.Module):
 
 
 class _Encode(nn.Module):
-    """Audio [B, C, T] -> latents [B, D, T / hop]: the posterior mean."""
+    """Audio [B, C, T] -> latents [B, D, T / hop]: the posterior mean. `from_spectrum`: from a
+    spectral encoder's log magnitudes [B, C * bins, T / stft_hop] (OobleckEncoder.from_spectrum)."""
 
-    def __init__(self, vae: OobleckVAE):
+    def __init__(self, vae: OobleckVAE, from_spectrum: bool = False):
         super().__init__()
-        self.encoder, self.latent_dim = vae.encoder, vae.config.latent_dim
+        self.encoder, self.latent_dim, self.from_spectrum = vae.encoder, vae.config.latent_dim, from_spectrum
 
     def forward(self, audio: Tensor) -> Tensor:
-        return self.encoder(audio)[:, : self.latent_dim]
+        out = self.encoder.from_spectrum(audio) if self.from_spectrum else self.encoder(audio)
+        return out[:, : self.latent_dim]
 
 
 def _prepared(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None
@@ -165,8 +170,9 @@ def _modules(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None,
              onnx: bool = False) -> dict[str, nn.Module]:
     """The exported models (the VAE's only, without an SAE); for ONNX (`onnx`), a spectral
     decoder stops at its frames (_io)."""
-    decoder = _DecodeSpectrum(vae) if onnx and vae.config.stft_hop else vae.decoder
-    modules = {"encoder": _Encode(vae).eval(), "decoder": decoder.eval()}
+    spectral = onnx and vae.config.stft_hop
+    modules = {"encoder": _Encode(vae, from_spectrum=spectral).eval(),
+               "decoder": (_DecodeSpectrum(vae) if spectral else vae.decoder).eval()}
     if sae is not None:
         modules |= {"steer": SteerModule(sae, directions).eval(), "codes": CodesModule(sae).eval()}
     return modules
@@ -209,11 +215,15 @@ def export_onnx(vae: OobleckVAE, sae: TopKSAE | None, directions: Tensor | None,
     out_dir = Path(out_dir)
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=1)
     modules, io = _modules(vae, sae, directions, onnx=True), _io(vae)
-    dynamic = {"encoder": {"audio": {0: batch, 2: frames * vae.config.hop}},
+    spectral = io["encoder"][0] == "log_magnitude"  # the encoder's input: one frame per stft_hop
+    per_frame = vae.config.hop // vae.config.stft_hop if spectral else vae.config.hop
+    dynamic = {"encoder": {"audio": {0: batch, 2: frames * per_frame}},
                "decoder": {"z": {0: batch, 2: frames}},
                "steer": {"latents": {0: batch, 2: frames}, "alpha": None},
                "codes": {"latents": {0: batch, 2: frames}}}
     examples, paths = _examples(vae, 0 if directions is None else directions.shape[0]), {}
+    if spectral:  # the encoder's example: the log magnitudes of the example audio
+        examples["encoder"] = (vae.encoder.front(examples["encoder"][0]),)
     for name in models:
         module, (inputs, output) = modules[name], io[name]
         paths[name] = out_dir / f"{name}.onnx"
@@ -346,7 +356,9 @@ def _manifest(folder: Path, vae: OobleckVAE, sae: TopKSAE, steering: dict, entri
                       inputs if isinstance(inputs, str) else list(inputs),
                       ("output" if isinstance(output, str) else "outputs"):
                       output if isinstance(output, str) else list(output)}
-    if cfg.stft_hop:  # the decoder's frames, overlap-added by realtime/bundle.py synthesize
+    if cfg.stft_hop:  # the STFTs the realtime half does (realtime/bundle.py log_spectrum, synthesize)
+        front = vae.encoder.front
+        onnx["encoder"]["spectrum"] = {"n_fft": front.n_fft, "hop": front.hop, "floor": front.eps}
         onnx["decoder"]["spectrum"] = {"n_fft": vae.decoder.head.n_fft, "hop": vae.decoder.head.hop}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,

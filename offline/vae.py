@@ -241,6 +241,20 @@ class OobleckEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
+    @property
+    def front(self) -> STFTLogMagnitude | None:
+        """The log-magnitude STFT front of a spectral encoder (stft_hop > 0), else None."""
+        first = self.layers[0]
+        return first if isinstance(first, STFTLogMagnitude) else None
+
+    def from_spectrum(self, log_magnitude: torch.Tensor) -> torch.Tensor:
+        """A spectral encoder after its front: log magnitudes [B, C * bins, T / stft_hop] (the
+        front's output) -> [B, 2D, T / hop]. What an exported bundle's encoder.onnx computes
+        (realtime/bundle.py makes its input with an FFT)."""
+        if self.front is None:
+            raise ValueError("from_spectrum: this encoder is not spectral (stft_hop = 0)")
+        return self.layers[1:](log_magnitude)
+
 
 class OobleckDecoder(nn.Module):
     """Latents [B, D, F] -> audio [B, C, F * hop]."""

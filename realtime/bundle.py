@@ -2,7 +2,9 @@
 
     bundle/
       manifest.json        schema, audio format, latent stats, SAE size, directions, file hashes
-      encoder.onnx         audio [B, C, T]              -> latents [B, D, T / hop]
+      encoder.onnx         audio [B, C, T]              -> latents [B, D, T / hop], or, with
+                           onnx.encoder.spectrum {n_fft, hop, floor}, from the audio's log-magnitude
+                           STFT [B, C * (n_fft / 2 + 1), T / hop'], which `encode` makes (`log_spectrum`)
       decoder.onnx         latents [B, D, N]            -> audio [B, C, N * hop], or, with
                            onnx.decoder.spectrum {n_fft, hop}, the frames of an inverse STFT:
                            spectrum [B, C, 2, n_fft / 2 + 1, N * audio.hop / hop] (real, imaginary),
@@ -275,6 +277,9 @@ class Bundle:
         pad = -t % self.hop
         if pad:
             x = np.pad(x, ((0, 0), (0, 0), (0, pad)))
+        spectrum = self._io["encoder"].get("spectrum")
+        if spectrum is not None:
+            x = log_spectrum(x, spectrum["n_fft"], spectrum["hop"], spectrum["floor"])
         return self._run("encoder", {self._io["encoder"]["input"]: x})
 
     def latents_of(self, audio: np.ndarray, rate: int) -> np.ndarray:
@@ -326,6 +331,33 @@ class Bundle:
 
     def _run(self, model: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._sessions[model].run([self._io[model]["output"]], feeds)[0]
+
+
+def log_spectrum(audio: np.ndarray, n_fft: int, hop: int, floor: float) -> np.ndarray:
+    """A spectral encoder's front: audio [B, C, T] (T a multiple of hop) -> log magnitudes
+    [B, C * (n_fft / 2 + 1), T / hop] float32, channel by channel: frames of n_fft samples every
+    hop (the audio zero-padded by (n_fft - hop) / 2 at each end), a periodic Hann window, the
+    FFT, and 0.5 * log(max(|X|^2, floor)). The same arithmetic as offline/spectral.py's
+    STFTLogMagnitude, which the export checks it against."""
+    import scipy.fft
+
+    b, c, t = audio.shape
+    pad = (n_fft - hop) // 2
+    padded = np.zeros((b, c, t + 2 * pad), np.float32)
+    padded[:, :, pad:pad + t] = audio
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, :, ::hop]
+    spec = scipy.fft.rfft(frames * _analysis_window(n_fft), axis=-1)  # [B, C, T / hop, bins]
+    power = np.square(spec.real)
+    power += np.square(spec.imag)
+    np.maximum(power, np.float32(floor), out=power)
+    out = np.log(power).transpose(0, 1, 3, 2)
+    out *= np.float32(0.5)
+    return np.ascontiguousarray(out.reshape(b, c * spec.shape[-1], -1), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _analysis_window(n_fft: int) -> np.ndarray:
+    return np.hanning(n_fft + 1)[:n_fft].astype(np.float32)  # periodic Hann
 
 
 def synthesize(spectrum: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -533,14 +565,18 @@ class _Checker:
             self.get(m, f"onnx.{model}.output", "str")
         for model in ("encoder", "decoder", "codes"):
             self.get(m, f"onnx.{model}.input", "str")
-        if "spectrum" in m["onnx"]["decoder"]:
-            self.get(m, "onnx.decoder.spectrum", "dict")
-            hop = self.number(m, "onnx.decoder.spectrum.hop", 1, 1 << 16, whole=True)
-            n_fft = self.number(m, "onnx.decoder.spectrum.n_fft", 2, 1 << 16, whole=True)
+        for model in ("encoder", "decoder"):  # the STFTs a spectral VAE leaves to `encode`, `decode`
+            if "spectrum" not in m["onnx"][model]:
+                continue
+            at = f"onnx.{model}.spectrum"
+            self.get(m, at, "dict")
+            hop = self.number(m, f"{at}.hop", 1, 1 << 16, whole=True)
+            n_fft = self.number(m, f"{at}.n_fft", 2, 1 << 16, whole=True)
             if n_fft % hop or not 1 <= n_fft // hop <= 16 or (n_fft - hop) % 2 or m["audio"]["hop"] % hop:
-                raise self.fail(f"manifest.json onnx.decoder.spectrum: n_fft {n_fft} must be 1 to 16 "
-                                f"times hop {hop}, with n_fft - hop even, and hop must divide audio.hop "
-                                f"{m['audio']['hop']}")
+                raise self.fail(f"manifest.json {at}: n_fft {n_fft} must be 1 to 16 times hop {hop}, "
+                                f"with n_fft - hop even, and hop must divide audio.hop {m['audio']['hop']}")
+            if model == "encoder":
+                self.number(m, f"{at}.floor", 1e-30, 1.0)
         outputs = self.get(m, "onnx.codes.outputs", "list")
         if len(outputs) != 2 or not all(isinstance(s, str) and s for s in outputs):
             raise self.fail(f"manifest.json onnx.codes.outputs must name 2 outputs (values, indices), "
@@ -709,8 +745,11 @@ class _Checker:
     def models(self, m: dict, sessions: dict[str, Any], k: int) -> None:
         c, d, k_sae = m["audio"]["channels"], m["latent"]["dim"], m["sae"]["k"]
         io = m["onnx"]
+        front = io["encoder"].get("spectrum")
         self._shape(io["encoder"]["file"], sessions["encoder"].get_inputs(), [io["encoder"]["input"]],
-                    [[None, ("audio.channels", c), None]])
+                    [[None, ("audio.channels", c), None] if front is None else
+                     [None, ("audio.channels x (onnx.encoder.spectrum.n_fft / 2 + 1)",
+                             c * (front["n_fft"] // 2 + 1)), None]])
         self._shape(io["encoder"]["file"], sessions["encoder"].get_outputs(), [io["encoder"]["output"]],
                     [[None, ("latent.dim", d), None]])
         self._shape(io["decoder"]["file"], sessions["decoder"].get_inputs(), [io["decoder"]["input"]],

@@ -114,17 +114,21 @@ def test_onnx_matches_torch(tiny, batch, frames):
         assert maxabs(b.decode(z.numpy()), tiny["vae"].decode(z)) < 1e-4
 
 
-def test_a_spectral_decoder_exports_its_frames_and_decode_overlap_adds_them(tiny):
-    """decoder.onnx stops before the inverse STFT (a dense transposed conv, about half the
-    decoder's time in onnxruntime); the manifest says so and Bundle.decode finishes it."""
+def test_a_spectral_vae_leaves_its_stfts_to_the_realtime_half(tiny):
+    """encoder.onnx starts after the log-magnitude STFT and decoder.onnx stops before the
+    inverse STFT (dense fixed-basis convolutions, about half of each model's time in
+    onnxruntime); the manifest says so and Bundle.encode / decode do them with an FFT."""
     import onnx
 
     m, b = tiny["bundle"].manifest, tiny["bundle"]
     hop = tiny["vae"].config.stft_hop
+    assert m["onnx"]["encoder"]["input"] == "log_magnitude"
+    assert m["onnx"]["encoder"]["spectrum"] == {"n_fft": 4 * hop, "hop": hop, "floor": 1e-8}
     assert m["onnx"]["decoder"]["output"] == "spectrum"
     assert m["onnx"]["decoder"]["spectrum"] == {"n_fft": 4 * hop, "hop": hop}
-    shapes = [list(i.dims) for i in onnx.load(str(b.path / "decoder.onnx")).graph.initializer]
-    assert [2 * (2 * hop + 1), 1, 4 * hop] not in shapes  # no synthesis basis: no inverse STFT inside
+    for model in ("encoder", "decoder"):  # no Fourier basis inside either
+        shapes = [list(i.dims) for i in onnx.load(str(b.path / f"{model}.onnx")).graph.initializer]
+        assert [2 * (2 * hop + 1), 1, 4 * hop] not in shapes, model
     z = np.asarray(np.random.default_rng(3).standard_normal((2, 64, 3)), np.float32)
     assert b.decode(z).shape == (2, tiny["vae"].config.audio_channels, 3 * tiny["vae"].config.hop)
 
@@ -267,7 +271,8 @@ TAMPERS = {
     "K disagrees": (MANIFEST, lambda m: m["directions"].pop(),
                     r"steer\.onnx alpha axis 0 is 3, but manifest\.json directions \(count\) is 2"),
     "channels": (MANIFEST, _edit("audio.channels", 1),
-                 r"encoder\.onnx audio axis 1 is 2, but manifest\.json audio\.channels is 1"),
+                 r"encoder\.onnx log_magnitude axis 1 is 1026, but manifest\.json audio\.channels x "
+                 r"\(onnx\.encoder\.spectrum\.n_fft / 2 \+ 1\) is 513"),
     "k > F": (MANIFEST, _edit("sae.k", 600), r"sae\.k \(600\) must not exceed sae\.n_features \(512\)"),
     "escape": (MANIFEST, lambda m: m["files"].update({"../x": {"sha256": "0" * 64, "bytes": 1}}),
                r"files lists '\.\./x', which is outside the bundle"),
@@ -304,35 +309,40 @@ def test_tampered_bundle_is_refused(tiny, tmp_path, name):
     assert str(e.value).startswith(f"bundle {path}: ") and "\n" not in str(e.value)
 
 
-def test_upgrade_decoder_moves_an_older_bundle_to_the_spectral_decoder(tiny, tmp_path, monkeypatch):
-    """scripts/upgrade_decoder.py (how models/default got its spectral decoder.onnx): a bundle
-    whose decoder.onnx still ends in the inverse STFT gets one that stops at the frames, from the
-    same weights, decoding the same audio; a second run changes nothing."""
+def test_upgrade_stfts_moves_an_older_bundle_over(tiny, tmp_path, monkeypatch):
+    """scripts/upgrade_stfts.py (how models/default got its encoder.onnx and decoder.onnx): a
+    bundle whose models still hold their STFTs gets models without them, from the same weights,
+    encoding and decoding as before; a second run changes nothing."""
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import upgrade_decoder
+    import upgrade_stfts
 
     old = Path(shutil.copytree(tiny["path"], tmp_path / "old"))
-    with monkeypatch.context() as m:  # the exporter as it was: the whole decoder, audio out
+    encode = export._Encode
+    with monkeypatch.context() as m:  # the exporter as it was: the whole encoder and decoder
         m.setattr(export, "_io", lambda vae: export.IO)
         m.setattr(export, "_DecodeSpectrum", lambda vae: vae.decoder)
-        export.export_onnx(tiny["vae"], None, None, tmp_path, models=("decoder",))
-    shutil.move(tmp_path / "decoder.onnx", old / "decoder.onnx")
+        m.setattr(export, "_Encode", lambda vae, from_spectrum=False: encode(vae))
+        export.export_onnx(tiny["vae"], None, None, tmp_path, models=("encoder", "decoder"))
     manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["onnx"]["decoder"]["spectrum"]
-    manifest["onnx"]["decoder"]["output"] = "audio"
-    manifest["files"]["decoder.onnx"] = {"sha256": export.sha256(old / "decoder.onnx"),
-                                         "bytes": (old / "decoder.onnx").stat().st_size}
+    for model, key, name in (("encoder", "input", "audio"), ("decoder", "output", "audio")):
+        shutil.move(tmp_path / f"{model}.onnx", old / f"{model}.onnx")
+        del manifest["onnx"][model]["spectrum"]
+        manifest["onnx"][model][key] = name
+        manifest["files"][f"{model}.onnx"] = {"sha256": export.sha256(old / f"{model}.onnx"),
+                                              "bytes": (old / f"{model}.onnx").stat().st_size}
     (old / "manifest.json").write_text(json.dumps(manifest))
-    z = tiny["kick"][None]
-    before = load_bundle(old).decode(z)
-    assert upgrade_decoder.main([str(old)]) == 0
+    audio, z, _ = inputs(tiny["folded"], tiny["sae"], 2, 3)
+    before = load_bundle(old)
+    decoded, encoded = before.decode(z.numpy()), before.encode(audio.numpy())
+    assert upgrade_stfts.main([str(old)]) == 0
     after = load_bundle(old)
-    spectrum = after.manifest["onnx"]["decoder"]["spectrum"]
-    assert spectrum == tiny["bundle"].manifest["onnx"]["decoder"]["spectrum"]
-    assert maxabs(after.decode(z), before) < 1e-5
+    for model in ("encoder", "decoder"):
+        assert after.manifest["onnx"][model] == tiny["bundle"].manifest["onnx"][model]
+    assert maxabs(after.decode(z.numpy()), decoded) < 1e-5
+    assert maxabs(after.encode(audio.numpy()), encoded) < 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # nothing left beside it
     files = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
-    assert upgrade_decoder.main([str(old)]) == 0
+    assert upgrade_stfts.main([str(old)]) == 0
     assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == files
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis, head_channels
 from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config
-from steerpad.realtime.bundle import synthesize
+from steerpad.realtime.bundle import log_spectrum, synthesize
 
 
 def test_analysis_then_synthesis_reconstructs_the_signal():
@@ -70,6 +70,20 @@ def test_the_realtime_synthesis_is_the_heads_inverse_stft(hop):
     got = synthesize(frames, head.n_fft, hop)
     assert got.shape == want.shape == (3, 2, 9 * hop) and got.dtype == np.float32
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_the_realtime_analysis_is_the_fronts_log_magnitude_stft():
+    """An exported encoder starts after STFTLogMagnitude and realtime/bundle.py's `log_spectrum`
+    makes its input with an FFT: the same log magnitudes (silence included, at the floor)."""
+    front = STFTLogMagnitude(channels=2, hop=64)
+    x = 0.3 * torch.randn(3, 2, 64 * 11, generator=torch.Generator().manual_seed(1))
+    x[1] = 0.0
+    with torch.no_grad():
+        want = front(x).numpy()
+    got = log_spectrum(x.numpy(), front.n_fft, front.hop, front.eps)
+    assert got.shape == want.shape == (3, 2 * front.bins, 11) and got.dtype == np.float32
+    # float32 either way: the fixed-basis conv's rounding is largest, relatively, on quiet bins
+    assert np.abs(got - want).max() < 1e-3 and np.median(np.abs(got - want)) < 1e-6
 
 
 def test_spectral_vae_shapes_init_level_and_folding():

@@ -152,6 +152,10 @@ BAD_FIELDS = {
                             r"onnx\.decoder\.spectrum\.n_fft must be a whole number from 2 to 65536"),
     "spectrum n_fft 2048": (at("onnx.decoder.spectrum.n_fft", 2048),
                             r"decoder\.onnx .*onnx\.decoder\.spectrum\.n_fft / 2 \+ 1"),
+    "encoder floor 0": (at("onnx.encoder.spectrum.floor", 0),
+                        r"onnx\.encoder\.spectrum\.floor must be a number from 1e-30 to 1"),
+    "encoder hop 100": (at("onnx.encoder.spectrum.hop", 100),
+                        r"onnx\.encoder\.spectrum: n_fft 1024 must be 1 to 16 times hop 100"),
     # the kit list
     "kit label": (at("kit.0.label", {"x": 1}), r"kit\[0\]\.label must be a string .* got \{'x': 1\}"),
     "2000 kit entries": (lambda m: m["kit"].extend(dict(m["kit"][0], name=f"k{i}") for i in range(1984)),

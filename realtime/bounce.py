@@ -36,7 +36,7 @@ from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 from steerpad.realtime.events import Event, NoteOn
 from steerpad.realtime.limits import check_audio_options
 from steerpad.realtime.midiparse import MidiParser
-from steerpad.realtime.outputs import claim_output, os_reason, replace_claimed
+from steerpad.realtime.outputs import claim_output, os_reason, replace_claimed, stops_held
 from steerpad.realtime.presets import Preset, load_preset
 
 TAIL_S = 0.25
@@ -256,8 +256,10 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
     wav = file = None
     try:
         rf64 = seconds * sample_rate * bytes_per_frame > WAV_LIMIT_BYTES
-        wav = WavOutput(out, sample_rate, subtype, rf64=rf64)
-        file = None if features is None else oscfeed.FeatureFile(features)
+        with stops_held():  # each file made and held by its variable before a stop can land
+            wav = WavOutput(out, sample_rate, subtype, rf64=rf64)
+        with stops_held():
+            file = None if features is None else oscfeed.FeatureFile(features)
         feed = None
         if file is not None or sender is not None:
             feed = oscfeed.BounceFeed(rate, file, sender, realtime=osc_realtime)

@@ -27,10 +27,13 @@ of the contract between the halves: offline imports it with the bundle contract 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from steerpad.realtime.errors import SteerpadError
@@ -218,6 +221,40 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+STOPS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""The signals that stop a command (Ctrl-C, a `timeout` or job manager, a closed terminal)."""
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Hold back a stop (STOPS) that arrives inside the block and deliver it, through the handler
+    that was in place, as the block ends. For making a temporary file and handing it to the code
+    that removes it on a stop as one step: a stop that landed in between (after the file was
+    made, before the caller's variable held it) left the file behind (a `render --out` stopped
+    by SIGTERM right after it began writing). Python runs signal handlers in the main thread
+    only, so elsewhere this holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = {}
+    for name in STOPS:
+        if hasattr(signal, name):
+            signum = getattr(signal, name)
+            before[signum] = signal.signal(signum, lambda n, frame: caught.append(n))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if caught:
+            handler = before[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)  # raises (KeyboardInterrupt, the CLI's Stopped)
+            elif handler != signal.SIG_IGN:  # the default action, as if it had just arrived
+                signal.raise_signal(caught[0])
 
 
 def mark_run(folder: str | Path, stage: str) -> None:

@@ -19,7 +19,7 @@ import soundfile as sf
 from steerpad.offline.cli import main
 from steerpad.offline.ingest import EXACT_DUPLICATES_ONLY, IngestConfig, IngestStore, ingest
 from steerpad.realtime.errors import SteerpadError
-from steerpad.realtime.outputs import claim_output, kind_of, mark_run
+from steerpad.realtime.outputs import claim_output, kind_of, mark_run, stops_held
 
 SR = 44100
 CFG = IngestConfig(workers=1)
@@ -136,6 +136,38 @@ def test_a_path_that_appears_while_a_command_runs_is_not_replaced(tmp_path):
     with pytest.raises(SteerpadError, match="steerpad did not write it"):
         replace_claimed(tmp, out, "wav")
     assert out.read_bytes() == b"a file the user saved there meanwhile" and not tmp.exists()
+
+
+def test_a_stop_inside_stops_held_lands_as_the_block_ends():
+    """What lets a file be made and handed to its cleanup as one step: a SIGTERM that arrives
+    inside the block runs the handler that was in place once the block has finished, and a
+    thread other than the main one (where Python runs no handlers) passes straight through."""
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop(signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        done = []
+        with pytest.raises(Stop):
+            with stops_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # without the hold, the handler would have run in here
+                    pass
+                done.append("made and held")
+        assert done == ["made and held"] and signal.getsignal(signal.SIGTERM) is stop
+        with stops_held():  # nothing arrived: nothing raised
+            done.append("again")
+        import threading
+
+        t = threading.Thread(target=lambda: stops_held().__enter__() or done.append("thread"))
+        t.start()
+        t.join()
+        assert done[-1] == "thread" and signal.getsignal(signal.SIGTERM) is stop
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):

@@ -164,7 +164,7 @@ def plot_steering(bundle, store, record, path: Path) -> None:
 
 
 def _params(work: Path) -> dict[str, int]:
-    """Trained parameter counts of the VAE's halves (the fixed Fourier bases not counted)."""
+    """Trained parameter counts of the VAE's halves."""
     from steerpad.offline.vae import load_vae
 
     vae = load_vae(work / "vae" / "vae")

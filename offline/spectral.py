@@ -1,10 +1,15 @@
-"""STFT and inverse STFT as convolutions with fixed Fourier bases, for the spectral VAE
-(`OobleckConfig.stft_hop > 0`).
+"""STFT and inverse STFT for the spectral VAE (`OobleckConfig.stft_hop > 0`), with torch's FFT.
 
-Plain `Conv1d` / `ConvTranspose1d` arithmetic, so the models export to ONNX (which has no
-inverse STFT) and run on any provider. Window = 4 x hop (periodic Hann); frames are centred so
-that T samples give T / hop frames and back. Audio `[B, C, T]`; spectra `[B, C * bins, F]` with
-bins = window / 2 + 1, channels grouped (each audio channel has its own bins)."""
+Window = 4 x hop (periodic Hann); frames are centred so that T samples give T / hop frames and
+back. Audio `[B, C, T]`; spectra `[B, C * bins, F]` with bins = window / 2 + 1, channels grouped
+(each audio channel has its own bins).
+
+An exported bundle leaves both out of its ONNX models (the encoder starts after
+STFTLogMagnitude, the decoder stops at ISTFTHead.complex_spectrum) and the realtime half does them
+with numpy's FFT (realtime/bundle.py `log_spectrum`, `synthesize`): written first as
+convolutions with fixed Fourier bases (ONNX has no inverse STFT), they were half of
+onnxruntime's time for each model, and in training a dense [2 * bins x n_fft] product per frame
+(an FFT here: 43 ms less per `small` step of batch 4, about 12 %)."""
 
 from __future__ import annotations
 
@@ -19,25 +24,6 @@ MAX_LOG_MAGNITUDE = math.log(100.0)
 far above full scale, and an unbounded exp can overflow early in training."""
 
 
-def fourier_basis(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(analysis, synthesis) kernels `[2 * bins, n_fft]`: rows are cos then −sin of each bin.
-    Analysis carries the window; synthesis the window, the one-sided weights (1 for DC and
-    Nyquist, 2 else), 1/n_fft and the overlap-add normalisation for hop = n_fft / 4."""
-    bins = n_fft // 2 + 1
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(bins, dtype=torch.float64)
-    phase = 2 * math.pi * k[:, None] * n[None, :] / n_fft
-    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
-    cos, sin = torch.cos(phase), -torch.sin(phase)
-    analysis = torch.cat([cos, sin]) * window
-    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
-    weight[0] = weight[-1] = 1.0
-    ola = (window**2).sum() / (n_fft // 4)  # sum of window^2 over the overlapping frames: 1.5
-    # x[n] = 1/N sum_k w_k (Re X_k cos - Im X_k sin); the sin rows already hold the minus.
-    synthesis = torch.cat([cos * weight, sin * weight]) * window / (n_fft * ola)
-    return analysis.float(), synthesis.float()
-
-
 class STFTLogMagnitude(nn.Module):
     """Audio `[B, C, T]` (T a multiple of hop) -> log magnitude `[B, C * bins, T / hop]`.
 
@@ -49,18 +35,14 @@ class STFTLogMagnitude(nn.Module):
         super().__init__()
         self.channels, self.hop, self.n_fft, self.eps = channels, hop, 4 * hop, eps
         self.bins = self.n_fft // 2 + 1
-        analysis, _ = fourier_basis(self.n_fft)
-        # one basis for every channel (channels folded into the batch): half the bytes of a
-        # grouped conv's repeated one, in the model files too
-        self.register_buffer("basis", analysis.unsqueeze(1), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.n_fft - self.hop) // 2
-        spec = F.conv1d(F.pad(x.flatten(0, 1).unsqueeze(1), (pad, pad)), self.basis,
-                        stride=self.hop)  # [B * C, 2 * bins, F]
-        spec = spec.unflatten(0, (x.shape[0], self.channels)).unflatten(2, (2, self.bins))
-        power = spec[:, :, 0] ** 2 + spec[:, :, 1] ** 2
-        # clamp, not "+ eps": the ONNX exporter folded a tiny added constant away (log(0) = -inf)
+        spec = torch.stft(F.pad(x.flatten(0, 1), (pad, pad)), self.n_fft, self.hop, window=self.window,
+                          center=False, return_complex=True)  # [B * C, bins, F]
+        power = (spec.real ** 2 + spec.imag ** 2).unflatten(0, (x.shape[0], self.channels))
+        # clamp, not "+ eps": a tiny added constant can be folded away (log(0) = -inf)
         return 0.5 * torch.log(power.clamp_min(self.eps)).flatten(1, 2)
 
 
@@ -72,22 +54,23 @@ def head_channels(channels: int, hop: int) -> int:
 
 class ISTFTHead(nn.Module):
     """Features `[B, width, F]` -> audio `[B, C, F * hop]`: `conv` (width -> head_channels(C,
-    hop)) predicts each bin's log magnitude and phase, and an inverse STFT (a transposed conv)
-    overlap-adds the frames.
+    hop)) predicts each bin's log magnitude and phase, and an inverse STFT overlap-adds the
+    frames (each inverted, windowed and divided by the windows' overlap).
 
     An exported bundle's decoder stops at `complex_spectrum` and the realtime half does the
-    inverse STFT with an FFT (realtime/bundle.py, `onnx.decoder.spectrum`): the transposed conv
-    is a dense [2 * bins x n_fft] product per frame, about half of the `small` decoder's time in
-    onnxruntime (7.9 of 15.7 ms for 1.5 s), and onnxruntime's DFT op was slower still (10.4 ms
-    for the same frames); numpy's FFT and overlap-add take 1.8 ms."""
+    inverse STFT with numpy's FFT (realtime/bundle.py `synthesize`, the same arithmetic; as a
+    transposed conv with a fixed basis it was about half of the `small` decoder's time in
+    onnxruntime, 7.9 of 15.7 ms for 1.5 s, and onnxruntime's DFT op was slower still, 10.4 ms
+    for the same frames, against 1.8 ms)."""
 
     def __init__(self, conv: nn.Module, channels: int, hop: int):
         super().__init__()
         self.channels, self.hop, self.n_fft = channels, hop, 4 * hop
         self.bins = self.n_fft // 2 + 1
         self.conv = conv
-        _, synthesis = fourier_basis(self.n_fft)
-        self.register_buffer("basis", synthesis.unsqueeze(1), persistent=False)
+        window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", (window / ((window ** 2).sum() / hop)).float(), persistent=False)
+        """The synthesis window over the squared windows' overlap (1.5 for hop = n_fft / 4)."""
 
     def spectrum(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log magnitude, phase), each `[B, C, bins, F]`."""
@@ -102,7 +85,14 @@ class ISTFTHead(nn.Module):
         return torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        spec = self.complex_spectrum(h)  # [B, C, 2, bins, F]
-        audio = F.conv_transpose1d(spec.flatten(0, 1).flatten(1, 2), self.basis, stride=self.hop,
-                                   padding=(self.n_fft - self.hop) // 2)  # [B * C, 1, T]
-        return audio.unflatten(0, (h.shape[0], self.channels)).squeeze(2)
+        return self.synthesis(self.complex_spectrum(h))
+
+    def synthesis(self, spec: torch.Tensor) -> torch.Tensor:
+        """The inverse STFT: frames `[B, C, 2, bins, F]` (real, imaginary) -> audio `[B, C, F * hop]`."""
+        b, f = spec.shape[0], spec.shape[-1]
+        frames = torch.fft.irfft(torch.complex(spec[:, :, 0], spec[:, :, 1]).transpose(-1, -2),
+                                 n=self.n_fft) * self.window  # [B, C, F, n_fft]
+        audio = F.fold(frames.flatten(0, 1).transpose(1, 2), output_size=(1, (f - 1) * self.hop + self.n_fft),
+                       kernel_size=(1, self.n_fft), stride=(1, self.hop))  # overlap-add: [B * C, 1, 1, T']
+        pad = (self.n_fft - self.hop) // 2
+        return audio.reshape(b, self.channels, -1)[..., pad:pad + f * self.hop]

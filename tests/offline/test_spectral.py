@@ -10,19 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, fourier_basis, head_channels
+from steerpad.offline.spectral import ISTFTHead, STFTLogMagnitude, head_channels
 from steerpad.offline.vae import OobleckConfig, OobleckVAE, get_config
 from steerpad.realtime.bundle import log_spectrum, synthesize
 
 
 def test_analysis_then_synthesis_reconstructs_the_signal():
+    """The front's framing analysed, the head's inverse STFT gives the signal back."""
     hop = 64
     n_fft = 4 * hop
-    analysis, synthesis = fourier_basis(n_fft)
-    x = torch.randn(2, 1, hop * 30, generator=torch.Generator().manual_seed(0))
+    head = ISTFTHead(torch.nn.Conv1d(8, head_channels(2, hop), 7, padding=3), channels=2, hop=hop)
+    x = torch.randn(3, 2, hop * 30, generator=torch.Generator().manual_seed(0))
     pad = (n_fft - hop) // 2
-    spec = F.conv1d(F.pad(x, (pad, pad)), analysis[:, None], stride=hop)
-    y = F.conv_transpose1d(spec, synthesis[:, None], stride=hop, padding=pad)
+    spec = torch.stft(F.pad(x.flatten(0, 1), (pad, pad)), n_fft, hop, window=torch.hann_window(n_fft),
+                      center=False, return_complex=True).unflatten(0, (3, 2))  # [B, C, bins, F]
+    y = head.synthesis(torch.stack([spec.real, spec.imag], 2))
     assert spec.shape[-1] == 30 and y.shape == x.shape
     inner = slice(n_fft, -n_fft)  # the edges lack overlapping frames
     assert (y - x)[..., inner].abs().max() < 1e-5

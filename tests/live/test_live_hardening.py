@@ -192,8 +192,14 @@ def start_live(server: Server, tmp_path: Path, *extra: str, backend: str = "jack
         if running in lsp:  # connected: the stream runs
             break
         if live.poll() is not None or time.monotonic() > deadline:
+            still = live.poll() is None
             live.kill()
-            pytest.fail(f"steerpad live did not start: {(tmp_path / 'err.txt').read_text()}")
+            live.wait()
+            how = "still running after 90 s" if still else f"rc {live.returncode}"
+            where = "running" if server.proc.poll() is None else "gone"
+            pytest.fail(f"steerpad live did not start ({how}; server {server.name} {where}); "
+                        f"stderr: {(tmp_path / 'err.txt').read_text()[-1500:]!r}; stdout: "
+                        f"{(tmp_path / 'out.txt').read_text()[-1500:]!r}; jack_lsp -c: {lsp[-1500:]!r}")
         time.sleep(0.1)
     time.sleep(0.5)
     return live

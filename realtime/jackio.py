@@ -28,8 +28,8 @@ an xrun when JACK's frame clock skips a cycle. It runs a larger JACK period than
 block in engine-sized pieces. Closing (quiet_close, shared with the test rig's clients):
 jack_deactivate cancels the process thread, and a thread cancelled while it waits for the GIL
 takes the GIL down with it, so the callback first ends JACK's process thread itself, and only
-then does a helper thread deactivate and close (waits: CLOSE_S for that last cycle, SETTLE_S
-for the server to let the client go).
+then does a helper thread deactivate and close (waits: CLOSE_S for the server to show it cycles,
+then SETTLE_S for each step).
 
 Shared attributes (one writer each): `callbacks`, `xruns`, `callback_errors`, `last_error`,
 `load`, `_ended` (read by quiet_close on the closing thread): the process callback; `_shutdown`:
@@ -155,17 +155,26 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
     are not run until the server's client timeout gives up on it: steerpad's own close then waited
     for a cycle that never came (a test's MIDI sender, closed first, still fed it). So, in order:
 
+    0. the server must be cycling: a frame clock that does not move for `timeout` s means it
+       hangs (then nothing below can finish, and the watchdog's exit is not held up);
     1. a helper thread disconnects every port of the client and lets two cycles pass (the graph
-       switches at a cycle), `timeout` s at most: a server that does not answer hangs;
-    2. `quiet()`, then wait for `ended()` (the callback's last cycle), `timeout` s at most;
-    3. deactivate and close on a helper thread, `settle` s at most (the server cycled just now;
-       under a loaded CPU it can take seconds).
+       switches at a cycle);
+    2. `quiet()`, then wait for `ended()` (the callback's last cycle);
+    3. deactivate and close on a helper thread.
+
+    Steps 1-3 may take `settle` s each: a server that cycles is slow, not hung (they had
+    `timeout` s each before, and a CI run with both cores busy called a live server hung: "JACK
+    client steerpad-cli did not close", reproduced once in 3 runs of tests/live/test_live_cli.py
+    under --load).
 
     Returns whether the client closed (False: the server hangs; the client is left behind, in
     `_left_behind`)."""
     import jack
 
-    stop_at = time.monotonic() + timeout
+    if not _cycling(client, timeout):
+        _left_behind.append(client)
+        return False
+    stop_at = time.monotonic() + settle
 
     def unhook() -> None:
         for ports in (client.inports, client.outports, client.midi_inports, client.midi_outports):
@@ -180,11 +189,11 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
                 time.sleep(0.001)
             seen = client.last_frame_time
 
-    if not finishes(unhook, timeout, f"jack-unhook-{client.name}"):
+    if not finishes(unhook, settle, f"jack-unhook-{client.name}"):
         _left_behind.append(client)
         return False
     quiet()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + settle
     while not ended() and time.monotonic() < deadline:
         time.sleep(0.001)
     if not ended():  # no cycle came: the server hangs (or never ran the client)
@@ -199,6 +208,18 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
         return True
     _left_behind.append(client)
     return False
+
+
+def _cycling(client, timeout: float) -> bool:
+    """Whether the server runs cycles: its frame clock (JACK's shared memory, no request to the
+    server, so a stopped server cannot block this) moves within `timeout` s."""
+    seen = client.last_frame_time
+    stop_at = time.monotonic() + timeout
+    while client.last_frame_time == seen:
+        if time.monotonic() >= stop_at:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 @dataclass(frozen=True)

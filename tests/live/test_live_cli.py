@@ -45,11 +45,11 @@ def test_live_plays_from_a_virtual_port_and_stops_cleanly(jack_server, chain, tm
     t.start()
     rc = main(["live", "--bundle", str(chain / "bundle"), "--preset", str(preset), *flags, "--duration", "3"])
     t.join()
-    out = capsys.readouterr().out
-    assert rc == 0, out
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
     assert len(sent) == 3
     assert "steerpad · test" in out and "knob→fresh" in out and "brighter" in out
-    assert "3 hits" in out or "hits 3" in out
+    assert "3 hits" in out or "hits 3" in out, out + err
     assert "steerpad live: stopped" in out
 
 

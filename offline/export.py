@@ -293,7 +293,7 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
         _write_json(tmp / "manifest.json", manifest)
         manifest["export_check"] = check_bundle(tmp, vae, sae, directions)
         _write_json(tmp / "manifest.json", manifest)
-        _install(tmp, out, force)
+        install_bundle(tmp, out, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already once installed
     return out
@@ -439,9 +439,10 @@ def _check_target(out: Path, force: bool, inputs: tuple = ()) -> None:
     claim_output(out, "bundle", inputs=inputs, force=force)
 
 
-def _install(tmp: Path, out: Path, force: bool) -> None:
-    """Rename tmp to out; an existing bundle at out is swapped aside first and put back if the
-    rename fails."""
+def install_bundle(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished bundle folder tmp to out; an existing bundle at out (only one
+    steerpad wrote: claim_output) is swapped aside first, put back if the rename fails, and
+    removed once it succeeded."""
     if not (out.exists() or out.is_symlink()):
         os.rename(tmp, out)
         return

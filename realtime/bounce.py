@@ -256,9 +256,8 @@ def bounce_to_files(bundle: Bundle, preset: Preset, events: list[tuple[int, Even
     wav = file = None
     try:
         rf64 = seconds * sample_rate * bytes_per_frame > WAV_LIMIT_BYTES
-        with stops_held():  # each file made and held by its variable before a stop can land
+        with stops_held():  # both files made and held by their variables before a stop can land
             wav = WavOutput(out, sample_rate, subtype, rf64=rf64)
-        with stops_held():
             file = None if features is None else oscfeed.FeatureFile(features)
         feed = None
         if file is not None or sender is not None:

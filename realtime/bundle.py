@@ -29,7 +29,6 @@ worker thread, never in the audio callback.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -43,6 +42,7 @@ import numpy as np
 
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.faithful import DEFAULT_MODE, MODES, ChangeConfig
+from steerpad.realtime.stft import frames_fft, hann, overlap_add
 
 SCHEMA = "steerpad-bundle"
 SCHEMA_VERSION = 1
@@ -339,25 +339,15 @@ def log_spectrum(audio: np.ndarray, n_fft: int, hop: int, floor: float) -> np.nd
     hop (the audio zero-padded by (n_fft - hop) / 2 at each end), a periodic Hann window, the
     FFT, and 0.5 * log(max(|X|^2, floor)). The same arithmetic as offline/spectral.py's
     STFTLogMagnitude, which the export checks it against."""
-    import scipy.fft
-
-    b, c, t = audio.shape
+    b, c, _ = audio.shape
     pad = (n_fft - hop) // 2
-    padded = np.zeros((b, c, t + 2 * pad), np.float32)
-    padded[:, :, pad:pad + t] = audio
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, :, ::hop]
-    spec = scipy.fft.rfft(frames * _analysis_window(n_fft), axis=-1)  # [B, C, T / hop, bins]
+    spec = frames_fft(audio, n_fft, hop, pad, pad)  # [B, C, T / hop, bins]
     power = np.square(spec.real)
     power += np.square(spec.imag)
     np.maximum(power, np.float32(floor), out=power)
     out = np.log(power).transpose(0, 1, 3, 2)
     out *= np.float32(0.5)
     return np.ascontiguousarray(out.reshape(b, c * spec.shape[-1], -1), dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _analysis_window(n_fft: int) -> np.ndarray:
-    return np.hanning(n_fft + 1)[:n_fft].astype(np.float32)  # periodic Hann
 
 
 def synthesize(spectrum: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -370,25 +360,14 @@ def synthesize(spectrum: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     import scipy.fft
 
     b, c, _, bins, f = spectrum.shape
-    window = _synthesis_window(n_fft, hop)
     z = np.empty((b, c, f, bins), np.complex64)
     z.real = spectrum[:, :, 0].transpose(0, 1, 3, 2)
     z.imag = spectrum[:, :, 1].transpose(0, 1, 3, 2)
     frames = scipy.fft.irfft(z, n=n_fft, axis=-1)  # [B, C, F, n_fft] float32
-    frames *= window
-    r = n_fft // hop  # frames f, f + r, f + 2r ... do not overlap: each part is laid down at once
-    out = np.zeros((b, c, (f + r - 1) * hop), np.float32)
-    parts = frames.reshape(b, c, f, r, hop)
-    for i in range(r):
-        out[:, :, i * hop:(i + f) * hop] += parts[:, :, :, i].reshape(b, c, f * hop)
+    window = hann(n_fft)
+    frames *= window * np.float32(hop / np.sum(window * window, dtype=np.float64))
     pad = (n_fft - hop) // 2
-    return np.ascontiguousarray(out[:, :, pad:pad + f * hop])
-
-
-@functools.lru_cache(maxsize=8)
-def _synthesis_window(n_fft: int, hop: int) -> np.ndarray:
-    w = np.hanning(n_fft + 1)[:n_fft]  # periodic Hann
-    return (w / (np.sum(w * w) / hop)).astype(np.float32)
+    return np.ascontiguousarray(overlap_add(frames, hop)[:, :, pad:pad + f * hop])
 
 
 def load_bundle(path: str | Path, providers: list[str] | None = None, verify_hashes: bool = True,

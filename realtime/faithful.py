@@ -40,6 +40,8 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
+from steerpad.realtime.stft import frames_fft, hann, overlap_add
+
 N_FFT = 1024
 HOP = 256
 MODES = ("faithful", "resynth")
@@ -97,11 +99,7 @@ class ChangeConfig:
                 "bands": self.bands, "smooth_frames": self.smooth_frames}
 
 
-def _window() -> np.ndarray:
-    return np.hanning(N_FFT + 1)[:N_FFT].astype(np.float32)  # periodic Hann
-
-
-_WINDOW = _window()
+_WINDOW = hann(N_FFT)
 _TAIL = (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, 256))).astype(np.float32)
 """A changed render's last 256 samples cross-fade (raised cosine) from the change to the source
 itself: the decoder's added energy (a level knob at the top, say) can still be loud where the
@@ -111,40 +109,22 @@ source one-shot is cut off, and the source ends as it ends."""
 def stft(x: np.ndarray) -> np.ndarray:
     """x [C, T] -> complex64 [C, frames, N_FFT/2 + 1]; padded by N_FFT at both ends so every
     sample is covered by a full set of overlapping windows."""
-    x = np.asarray(x, dtype=np.float32)
-    c, t = x.shape
-    padded = np.zeros((c, t + 2 * N_FFT + HOP), np.float32)
-    padded[:, N_FFT:N_FFT + t] = x
-    n = (padded.shape[1] - N_FFT) // HOP + 1
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=1)[:, ::HOP][:, :n]
-    return scipy.fft.rfft(frames * _WINDOW, axis=-1)  # float32 in, complex64 out
+    return frames_fft(x, N_FFT, HOP, N_FFT, N_FFT + HOP)
 
 
 def istft(spec: np.ndarray, length: int, scale: float = 1.0) -> np.ndarray:
-    """The inverse of `stft` (weighted overlap-add) -> float32 [C, length], times `scale`. With
-    HOP = N_FFT / 4, frames k, k + 4, k + 8 ... do not overlap: each such set is laid down as one
-    array."""
-    c, n, _ = spec.shape
+    """The inverse of `stft` (weighted overlap-add) -> float32 [C, length], times `scale`."""
     frames = scipy.fft.irfft(spec, n=N_FFT, axis=-1)
     frames *= _WINDOW * np.float32(scale) if scale != 1.0 else _WINDOW
-    step = N_FFT // HOP
-    out = np.zeros((c, (n - 1) * HOP + 2 * N_FFT), np.float32)
-    for k in range(step):
-        part = frames[:, k::step]  # [C, m, N_FFT], back to back
-        m = part.shape[1]
-        out[:, k * HOP:k * HOP + m * N_FFT] += part.reshape(c, m * N_FFT)
-    y = out[:, N_FFT:N_FFT + length]
-    y *= _inverse_overlap(n)[N_FFT:N_FFT + length]
+    y = overlap_add(frames, HOP)[:, N_FFT:N_FFT + length]
+    y *= _inverse_overlap(spec.shape[1])[N_FFT:N_FFT + length]
     return y
 
 
 @functools.lru_cache(maxsize=64)
 def _inverse_overlap(n: int) -> np.ndarray:
     """1 / the squared windows' overlap-add of n frames (istft's normalisation; read-only)."""
-    norm = np.zeros((n - 1) * HOP + 2 * N_FFT, np.float32)
-    for k in range(N_FFT // HOP):
-        m = len(range(k, n, N_FFT // HOP))
-        norm[k * HOP:k * HOP + m * N_FFT] += np.tile(_WINDOW * _WINDOW, m)
+    norm = overlap_add(np.broadcast_to(_WINDOW * _WINDOW, (n, N_FFT)), HOP)
     inverse = 1.0 / np.maximum(norm, 1e-12)
     inverse.flags.writeable = False
     return inverse

@@ -174,7 +174,6 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
     if not _cycling(client, timeout):
         _left_behind.append(client)
         return False
-    stop_at = time.monotonic() + settle
 
     def unhook() -> None:
         for ports in (client.inports, client.outports, client.midi_inports, client.midi_outports):
@@ -183,11 +182,8 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
                     port.disconnect()
                 except jack.JackError:  # (a connection that went meanwhile)
                     pass
-        seen = client.last_frame_time  # reads JACK's shared clock: no request to the server
-        for _ in range(2):
-            while client.last_frame_time == seen and time.monotonic() < stop_at:
-                time.sleep(0.001)
-            seen = client.last_frame_time
+        if _cycling(client, settle):  # two cycles: the graph has switched
+            _cycling(client, settle)
 
     if not finishes(unhook, settle, f"jack-unhook-{client.name}"):
         _left_behind.append(client)

@@ -9,8 +9,9 @@ The weights are read back from encoder.onnx and decoder.onnx (the exporter names
 the torch parameters), re-exported, and checked against the old models (TOLERANCE, as export
 checks): the decoder on every kit entry's latents and on random latents, the encoder on every
 kit entry's audio and on random audio. The bundle is then rebuilt beside itself with the new
-models and manifest.json (hashes refreshed) and renamed into place: a reader sees the old
-bundle or the new one. A model that already has its `spectrum` entry is left as it is, and a
+models and manifest.json (hashes refreshed) and installed as export installs one
+(export.install_bundle: a reader sees the old bundle or the new one). A model that already
+has its `spectrum` entry is left as it is, and a
 waveform VAE's bundle alone.
 """
 
@@ -28,7 +29,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from steerpad.offline.export import TOLERANCE, export_onnx
+from steerpad.offline.export import TOLERANCE, export_onnx, install_bundle
 from steerpad.offline.knobs import write_manifest
 from steerpad.offline.vae import OobleckConfig, OobleckVAE
 from steerpad.realtime.bundle import load_bundle, sha256
@@ -68,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
     try:
         shutil.copytree(bundle, new_dir, dirs_exist_ok=True)
-        (new_dir / "export").mkdir()
-        for model, path in upgraded(bundle, models, new_dir / "export").items():
-            shutil.move(path, new_dir / manifest["onnx"][model]["file"])
-        shutil.rmtree(new_dir / "export")
+        if any(manifest["onnx"][m]["file"] != f"{m}.onnx" for m in models):
+            sys.exit(f"upgrade_stfts: {bundle}: its models are not named as export names them; "
+                     "re-export the bundle from its VAE instead")
+        upgraded(bundle, models, new_dir)  # (over the copies of the old models)
         stft = manifest["vae"]["config"]["stft_hop"]
         if "encoder" in models:
             manifest["onnx"]["encoder"] |= {"input": "log_magnitude",
@@ -95,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if not error <= TOLERANCE:
                 sys.exit(f"upgrade_stfts: the re-exported {model} differs by {error:.2e} (> {TOLERANCE}); "
                          f"{bundle} is unchanged")
-        old_dir = bundle.with_name(f".{bundle.name}.old")
-        bundle.rename(old_dir)
-        new_dir.rename(bundle)
-        shutil.rmtree(old_dir)
+        install_bundle(new_dir, bundle, force=True)  # (swaps out only a bundle steerpad wrote)
     finally:
         shutil.rmtree(new_dir, ignore_errors=True)
     print(f"upgrade_stfts: {bundle}: {' and '.join(models)} re-exported, their STFTs outside "

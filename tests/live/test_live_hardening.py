@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rig.jackrig import jack_running, jackd_command
+from rig.jackrig import jack_running, jack_tool, jackd_command
 
 from steerpad.offline.cli import main
 from steerpad.realtime.errors import SteerpadError
@@ -133,8 +133,8 @@ def test_the_engine_plays_a_hit_at_the_corners_of_the_range(rate, blocksize):
 class Server:
     """A dummy JACK server of this test's own."""
 
-    def __init__(self) -> None:
-        self.name = f"steerpad-hardening-{os.getpid()}-{next(_names)}"
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"steerpad-hardening-{os.getpid()}-{next(_names)}"
         self.proc = self._start()
 
     def _start(self) -> subprocess.Popen:
@@ -169,6 +169,22 @@ def server():
     s.close()
 
 
+def test_the_rig_sees_a_server_whose_name_jack_lsp_s_aborts_on():
+    """`jack_lsp -s NAME` aborts when NAME is 24 characters long (jackrig.jack_tool), as
+    "steerpad-hardening-879-0" was where pytest ran as PID 879: start_live then never saw the
+    stream run. The rig names the server another way, and sees it."""
+    if shutil.which("jackd") is None:
+        pytest.skip("no jackd: install jackd2 (./scripts/test does)")
+    name = f"steerpad-rig-{os.getpid()}"
+    server = Server(name + "-" * (24 - len(name)))
+    try:
+        assert len(server.name) == 24
+        lsp = jack_tool("jack_lsp", server=server.name)
+        assert lsp.returncode == 0 and "system:playback_1" in lsp.stdout, lsp
+    finally:
+        server.close()
+
+
 BACKENDS = {"jack": (["--connect", "system"], "steerpad:main_L\n   "),
             "portaudio": (["--audio-backend", "portaudio"], "PortAudio:out_0\n   ")}
 """How each backend is started here, and the jack_lsp -c line that shows its stream runs (its
@@ -188,8 +204,9 @@ def start_live(server: Server, tmp_path: Path, *extra: str, backend: str = "jack
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     deadline = time.monotonic() + 90
     while True:
-        lsp = subprocess.run(["jack_lsp", "-s", server.name, "-c"], capture_output=True, text=True).stdout
-        if running in lsp:  # connected: the stream runs
+        done = jack_tool("jack_lsp", "-c", server=server.name)
+        lsp = f"{done.stdout}{done.stderr}(rc {done.returncode})"
+        if running in done.stdout:  # connected: the stream runs
             break
         if live.poll() is not None or time.monotonic() > deadline:
             still = live.poll() is None

@@ -40,11 +40,20 @@ RATE = 48000
 PERIOD = 128
 
 
+def jack_tool(*args: str, server: str | None = None) -> subprocess.CompletedProcess:
+    """Run one of JACK's own command-line clients (jack_lsp, jack_wait ...) on `server`, default
+    $JACK_DEFAULT_SERVER, and capture its output. The server goes in $JACK_DEFAULT_SERVER, never
+    as `-s NAME`: JACK2's tools copy that NAME into a buffer one byte short (`malloc(strlen)`),
+    and jack_lsp aborts in malloc when the name is 24 characters long (measured; a CI machine's
+    pytest PID of 879 made "steerpad-hardening-879-0" and failed every test that asked it)."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server) if server else None
+    return subprocess.run(list(args), capture_output=True, text=True, env=env)
+
+
 def jack_running(server: str | None = None) -> bool:
     """Whether the JACK server `server` (default: $JACK_DEFAULT_SERVER, else "default") runs."""
-    server = server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
-    return shutil.which("jack_wait") is not None and subprocess.run(
-        ["jack_wait", "-s", server, "-c"], capture_output=True, text=True).stdout.strip() == "running"
+    return shutil.which("jack_wait") is not None and \
+        jack_tool("jack_wait", "-c", server=server).stdout.strip() == "running"
 
 
 def jackd_command(name: str, rate: int = RATE, period: int = PERIOD) -> list[str]:

@@ -3,6 +3,8 @@ with the default bundle and preset to out/demo.wav in the current folder, writes
 stream (out/demo.jsonl) and a picture of it (out/demo.png: waveform, spectrogram, knob lanes;
 needs matplotlib, the `demo` extra), prints where they are, and plays the performance live (the
 engine on the audio output, fed by the MIDI file in real time) when an output device exists.
+Each file is refused, as render refuses its outputs, where something steerpad did not write is
+there or where it is an input.
 
     steerpad demo [--out DIR] [--no-play] [--audio-device D] [--bundle B] [--preset P] [--midi M]
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ import numpy as np
 from steerpad.realtime import config, shipped
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import NoteOn
+from steerpad.realtime.outputs import PNG_SOFTWARE, claim_output, replace_claimed
 
 SAMPLE_RATE = 48000
 
@@ -30,14 +35,25 @@ def render(bundle_dir: Path, preset_path: Path, midi: Path, out: Path) -> tuple[
 
     bundle = load_bundle(bundle_dir)
     preset = load_preset(preset_path)
+    wav, jsonl = claim(out, (midi, bundle_dir, preset_path, *preset.files()))
     events = read_performance(midi, SAMPLE_RATE, preset.controller.cc14)
-    wav, jsonl = out / "demo.wav", out / "demo.jsonl"
     counters, _ = bounce_to_files(bundle, preset, events, wav, SAMPLE_RATE, features=jsonl,
                                   label="demo: rendering")
     counters["seconds"] = counters["frames"] / SAMPLE_RATE
     counters["events"] = len(events)
     counters["peak_dbfs"] = float(20 * np.log10(max(counters["peak"], 1e-9)))
     return wav, jsonl, counters
+
+
+def claim(out: Path, inputs) -> tuple[Path, Path]:
+    """demo.wav and demo.jsonl in `out`, after checking that the demo may write them and
+    demo.png (absent, or written by steerpad; none of them an input or inside one), as render
+    checks its outputs: before anything is read or rendered."""
+    wav, jsonl, png = out / "demo.wav", out / "demo.jsonl", out / "demo.png"
+    claim_output(wav, "wav", inputs=inputs, force=True)
+    claim_output(jsonl, "features", inputs=(*inputs, wav), force=True)
+    claim_output(png, "picture", inputs=(*inputs, wav, jsonl), force=True)
+    return wav, jsonl
 
 
 def knob_lanes(jsonl: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -88,11 +104,21 @@ def plot(wav: Path, jsonl: Path, png: Path) -> Path:
     ax[2].set_ylim(-0.05, 1.05)
     ax[2].set_ylabel("knob position")
     ax[2].set_xlabel("seconds")
-    ax[2].legend(loc="upper left", ncol=len(lanes), fontsize=8)
+    if lanes:  # (a preset may have no knobs)
+        ax[2].legend(loc="upper left", ncol=len(lanes), fontsize=8)
     fig.suptitle(f"steerpad demo: {wav.name}")
     fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    # drawn beside it and moved over it only if it is still absent or steerpad's (outputs.py)
+    fd, tmp = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".partial.png", dir=png.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80, metadata={"Software": f"{PNG_SOFTWARE} demo"})
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    replace_claimed(tmp, png, "picture")
     return png
 
 

@@ -2,7 +2,7 @@
 
 Every command that writes, replaces or deletes (`ingest`, `encode`, `train vae`, `train sae`,
 `train`, `export`, `calibrate` (it rewrites the bundle's manifest), `eval`,
-`render --out`/`--features`, `learn --out`) asks `claim_output` first (capture never replaces
+`render --out`/`--features`, `demo --out`, `learn --out`) asks `claim_output` first (capture never replaces
 anything: each take gets a new name). Each kind of output steerpad writes carries a marker it
 recognises:
 
@@ -18,6 +18,7 @@ recognises:
 | `features` | render --features               | first line is a feature frame (`frame`, `time`,   |
 |            |                                 | `messages`)                                       |
 | `controller` | learn                         | first line `# steerpad controller map`            |
+| `picture`  | demo (demo.png)                 | the PNG's `Software` text starts with `steerpad`  |
 
 A path that exists without its kind's marker is refused with one line, whatever the flags say:
 `--force` replaces only a marked output. An output equal to, inside or holding one of the
@@ -81,6 +82,32 @@ def _wav_software(path: Path) -> str:
         return ""
 
 
+PNG_SOFTWARE = "steerpad"
+"""A PNG steerpad draws carries a `Software` text chunk starting with this (its marker)."""
+
+
+def _png_software(path: Path) -> str:
+    """The PNG's `Software` tEXt value (chunks before the image data), or ''."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return ""
+            for _ in range(64):  # text chunks come early; a marker is never far in
+                head = f.read(8)
+                if len(head) < 8:
+                    return ""
+                size, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind == b"IDAT" or size > _MAX_MARKER_BYTES:
+                    return ""
+                data = f.read(size)
+                f.seek(4, os.SEEK_CUR)  # (the CRC)
+                if kind == b"tEXt" and data.startswith(b"Software\0"):
+                    return data[9:].decode("latin-1")
+    except OSError:
+        return ""
+    return ""
+
+
 def kind_of(path: str | Path) -> str | None:
     """The kind of steerpad output at `path` (see the module table), or None for anything else:
     a missing path, a symlink, a folder or file steerpad did not write."""
@@ -104,6 +131,8 @@ def kind_of(path: str | Path) -> str | None:
     if path.is_file():
         if path.suffix.lower() in (".wav", ".wave") and _wav_software(path).startswith("steerpad"):
             return "wav"
+        if path.suffix.lower() == ".png" and _png_software(path).startswith(PNG_SOFTWARE):
+            return "picture"
         if path.suffix == ".toml" and _first_text_line(path).startswith("# steerpad controller map"):
             return "controller"
         line = _first_line(path)

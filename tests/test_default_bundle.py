@@ -107,3 +107,43 @@ def test_demo_plays_live_on_jack(jack_server, tmp_path):
     live = play_live(BUNDLE, PRESET, tmp_path / "short.mid", tail_s=0.5)
     assert live["played"], live
     assert live["hits"] == 6 and live["callback_errors"] == 0, live
+
+
+def test_demo_writes_only_over_its_own_outputs(tmp_path, capsys):
+    """demo.png, demo.wav and demo.jsonl are claimed as render claims its outputs, before the
+    bounce: a file steerpad did not write (or a link to one) is refused with one line and left
+    alone, and so is an --out inside an input (the bundle)."""
+    from steerpad.offline.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "demo.png").write_text("mine")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "demo.png").symlink_to(victim)
+    for out, words in ((mine, "steerpad did not write it"), (linked, "is a symlink"),
+                       (BUNDLE, "lies inside the input")):
+        assert main(["demo", "--out", str(out), "--no-play"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "demo." in err, err
+        assert not (out / "demo.wav").exists() and not (out / "demo.jsonl").exists()
+    assert (mine / "demo.png").read_text() == "mine" and victim.read_text() == "victim"
+
+
+def test_demo_picture_is_marked_and_drawn_without_knobs(tmp_path):
+    """plot() draws a performance with no knob lanes (a preset without knobs), marks the PNG as
+    steerpad's (outputs.kind_of: "picture") and draws over its own picture again."""
+    import soundfile as sf
+
+    from steerpad.realtime.demo import plot
+    from steerpad.realtime.outputs import kind_of
+
+    wav, jsonl, png = tmp_path / "demo.wav", tmp_path / "demo.jsonl", tmp_path / "demo.png"
+    sf.write(str(wav), 0.1 * np.random.default_rng(0).standard_normal((48000, 2)), 48000)
+    jsonl.write_text("".join(json.dumps({"frame": i, "time": i / 10, "messages": [["/steerpad/rms", 0.1]]})
+                             + "\n" for i in range(10)))
+    for _ in range(2):
+        assert plot(wav, jsonl, png) == png and kind_of(png) == "picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.jsonl", "demo.png", "demo.wav"]

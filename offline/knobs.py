@@ -287,12 +287,24 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.ndarray] | None = None,
                      only: list[str] | None = None, log=print) -> dict:
     """Calibrate the bundle at `folder` in place on `clips` and the bundle's own kit one-shots
-    (what its pads play; `kit` audio is stored first, when given); returns the calibration."""
+    (what its pads play; `kit` audio is stored first, when given); returns the calibration. The
+    manifest keeps its old calibration until the new one is whole: a stop or a failure on the
+    way puts the manifest back as it was."""
+    original = (folder / "manifest.json").read_text()
+    manifest = json.loads(original)
+    try:
+        return _calibrate_bundle(folder, manifest, clips, kit, only, log)
+    except BaseException:  # a stop or a failure leaves the bundle's own calibration as it was
+        write_manifest(folder, json.loads(original))
+        raise
+
+
+def _calibrate_bundle(folder: Path, manifest: dict, clips: list[np.ndarray],
+                      kit: dict[str, np.ndarray] | None, only: list[str] | None, log) -> dict:
     from steerpad.offline.export import store_kit_audio
     from steerpad.realtime.bundle import load_bundle, sha256
     from steerpad.realtime.faithful import DEFAULT_MODE, ChangeConfig
 
-    manifest = json.loads((folder / "manifest.json").read_text())
     if kit:
         for meta in manifest["kit"]:
             if meta["name"] in kit:
@@ -301,14 +313,13 @@ def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.nd
                 path = folder / meta["audio"]  # listed and hashed like every file of the bundle
                 manifest["files"][meta["audio"]] = {"sha256": sha256(path), "bytes": path.stat().st_size}
     manifest["render"] = {"default_mode": DEFAULT_MODE, "faithful": ChangeConfig().as_dict()}
-    for d in manifest["directions"]:
-        if only is None or d["name"] in only:
-            d.pop("modes", None)
-    write_manifest(folder, manifest)
+    write_manifest(folder, manifest)  # (the kit audio and render settings measured with)
     bundle = load_bundle(folder)
     kit_clips = [e.audio for e in bundle.kit if e.audio is not None]  # what its pads play, too
     result = calibrate(bundle, list(clips) + kit_clips, only, log)
     for d in manifest["directions"]:
+        if only is None or d["name"] in only:
+            d.pop("modes", None)
         if d["name"] in result:
             d["modes"] = result[d["name"]]
     write_manifest(folder, manifest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from drumsynth import write_kits
 
@@ -164,3 +165,28 @@ def test_cli_trains_the_vae_stage_too_and_refuses_bad_input(tmp_path, capsys):
     rc = main(["eval", str(tmp_path / "b"), "--data", str(tmp_path / "empty_dir_missing"),
                "--out", str(tmp_path / "e")])
     assert rc == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_a_stopped_calibration_leaves_the_bundle_as_it_was(chain, tmp_path, monkeypatch):
+    """Ctrl-C (or any failure) while `steerpad calibrate` measures: the manifest keeps its old
+    calibration and render settings (the interim manifest used to drop the knobs' `modes`)."""
+    import shutil
+
+    from steerpad.offline import knobs
+
+    bundle_dir = Path(shutil.copytree(chain / "bundle", tmp_path / "bundle"))
+    before = (bundle_dir / "manifest.json").read_bytes()
+    measured = []
+
+    def stop(measure, direction, mode, log=print):
+        measured.append(json.loads((bundle_dir / "manifest.json").read_text()))  # the interim one
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(knobs, "calibrate_direction", stop)
+    b = load_bundle(bundle_dir)
+    clips = [np.asarray(0.1 * np.random.default_rng(0).standard_normal((b.channels, 4 * b.hop)), np.float32)]
+    with pytest.raises(KeyboardInterrupt):
+        knobs.calibrate_bundle(bundle_dir, clips, only=["louder"])
+    assert measured and all("modes" in d for d in measured[0]["directions"])
+    assert json.loads((bundle_dir / "manifest.json").read_bytes()) == json.loads(before)
+    load_bundle(bundle_dir)

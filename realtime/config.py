@@ -35,7 +35,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from steerpad.realtime import shipped
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import SteerpadError, user_path
 from steerpad.realtime.limits import BLOCKSIZE_MAX, BLOCKSIZE_MIN
 
 MAX_BYTES = 64 * 1024
@@ -72,7 +72,7 @@ def config_path() -> Path:
     """$STEERPAD_CONFIG, else config.toml in the platform's config folder for steerpad."""
     given = os.environ.get("STEERPAD_CONFIG")
     if given:
-        return Path(given).expanduser()
+        return user_path(given, "$STEERPAD_CONFIG")
     import platformdirs
 
     return Path(platformdirs.user_config_dir("steerpad", appauthor=False)) / "config.toml"
@@ -134,7 +134,7 @@ def _check(path: Path, key: Key, value: Any) -> Any:
         except SteerpadError:
             raise bad from None
         return value
-    return Path(value).expanduser() if key.kind is Path else value
+    return user_path(value, f"config {path}: {key.name}") if key.kind is Path else value
 
 
 def resolve(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, tuple[Any, str]]:

@@ -1,4 +1,9 @@
-"""The exceptions a user sees, each printed by the CLI as one line (`steerpad: error: ...`)."""
+"""The exceptions a user sees, each printed by the CLI as one line (`steerpad: error: ...`), and
+`user_path`, which turns a path a user typed into one or into such an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class SteerpadError(Exception):
@@ -9,3 +14,19 @@ class SteerpadError(Exception):
 class RuntimeFailure(SteerpadError):
     """A runtime failure, not the user's input: renders that failed, an audio server that went
     away, a full disk. The CLI prints it as one line and exits 1."""
+
+
+def user_path(value: str | Path, what: str) -> Path:
+    """A path a performer typed (a preset or config value, an option, $STEERPAD_CONFIG) as a
+    Path, with a leading ~ or ~user expanded; SteerpadError naming `what` for one no system call
+    can take (a NUL byte) or whose home folder is unknown."""
+    text = str(value)
+    if "\0" in text:
+        raise SteerpadError(f"{what}: {text.replace(chr(0), '<NUL>')!r} holds a NUL byte, which no path "
+                            "may; write the path without it")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "Could not determine home directory": ~nosuchuser, or no $HOME
+        user = text.split("/", 1)[0]
+        raise SteerpadError(f"{what}: {text!r} starts with {user}, whose home folder is unknown; "
+                            "write the full path") from None

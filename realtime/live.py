@@ -42,7 +42,7 @@ from steerpad.realtime.bundle import load_bundle
 from steerpad.realtime.capture import Capture, default_kit_dir
 from steerpad.realtime.devices import enable_asio
 from steerpad.realtime.engine import Engine
-from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError, user_path
 from steerpad.realtime.keys import KeyReader, LiveKeys
 from steerpad.realtime.limits import (
     BLOCKSIZE_MAX,
@@ -510,7 +510,7 @@ class _Backend:
             closing.callback(stop_midi)
             if args.input:
                 kit_dir = args.kit_dir or preset.capture.kit_dir or default_kit_dir(preset.name)
-                capture = Capture(engine, preset.capture, kit_dir.expanduser()).start()
+                capture = Capture(engine, preset.capture, user_path(kit_dir, "--kit-dir")).start()
                 closing.callback(capture.stop)
             stream = self.stream(engine, midi)
             closing.callback(stream.close)

@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from steerpad.realtime import shipped
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import SteerpadError, user_path
 from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
 from steerpad.realtime.faithful import MODES
 from steerpad.realtime.outputs import write_text_atomic
@@ -412,11 +412,11 @@ def controller_ids() -> list[str]:
     return sorted(p.stem for p in (PRESETS_DIR / "controllers").glob("*.toml"))
 
 
-def find_controller(ref: str, base: Path) -> Path | None:
+def find_controller(ref: str, base: Path, where: str = "controller") -> Path | None:
     """A preset's `controller` value -> the map's path: a path (it ends in .toml or has a slash),
     relative to `base`; else an id, looked up in base/controllers, then PRESETS_DIR/controllers."""
     if ref.endswith(".toml") or "/" in ref or "\\" in ref:
-        p = Path(ref).expanduser()
+        p = user_path(ref, where)
         p = p if p.is_absolute() else base / p
         return p if p.is_file() else None
     for folder in (base / "controllers", PRESETS_DIR / "controllers"):
@@ -437,7 +437,7 @@ def load_preset(path: str | Path) -> Preset:
     name = r.string(data.get("name", path.stem), "name")
     mode = r.choice(data["mode"], "mode", MODES) if "mode" in data else None
     ref = r.string(data["controller"], "controller")
-    found = find_controller(ref, path.parent)
+    found = find_controller(ref, path.parent, f"{path}: controller")
     if found is None:
         raise r.fail("controller", f"{_short(ref)} is neither a controller id (shipped: "
                      f"{', '.join(controller_ids()) or 'none'}) nor a .toml file relative to the preset")
@@ -516,7 +516,7 @@ def _pad(r: _Reader, t: dict, i: int, base: Path) -> PadSpec:
             raise r.fail(f"{key}.sample", f"{_short(sample)} needs a kit entry name after kit: (letters, "
                          "digits, _ . -)")
         return PadSpec(kind="kit", sample=entry, **common)
-    file = Path(sample).expanduser()
+    file = user_path(sample, f"{r.path}: {key}.sample")
     # absolute, links left as they are: the engine reads only a regular file at the end of them
     return PadSpec(kind="file", sample=Path(os.path.abspath(base / file)), **common)
 
@@ -589,7 +589,7 @@ def _capture(r: _Reader, value: Any, controller: ControllerMap, n_pads: int, n_k
                          "direction; pick a CC no used knob sends, or a channel the knobs do not use")
     kit_dir = None
     if "kit_dir" in t:
-        folder = Path(r.string(t["kit_dir"], "capture.kit_dir")).expanduser()
+        folder = user_path(r.string(t["kit_dir"], "capture.kit_dir"), f"{r.path}: capture.kit_dir")
         kit_dir = Path(os.path.abspath(base / folder))
     threshold = r.number(t.get("threshold_db", -36.0), "capture.threshold_db", -90, 0)
     silence = r.number(t.get("silence_db", -60.0), "capture.silence_db", -120, 0)

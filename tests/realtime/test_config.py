@@ -130,3 +130,19 @@ except SteerpadError as e:
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["1",
                                        "--asio: sounddevice was loaded without ASIO; start steerpad again"]
+
+
+def test_a_config_path_with_an_unknown_home_or_a_nul_is_one_line(cfg, tmp_path, monkeypatch, capsys):
+    midi = one_hit(tmp_path / "hit.mid")
+    cfg.write_text('bundle = "~nosuchuser/b"\n')
+    assert main(["render", "--out", str(tmp_path / "x.wav"), str(midi)]) == 2
+    err = capsys.readouterr().err
+    assert f"config {cfg}: bundle: '~nosuchuser/b' starts with" in err and err.count("\n") == 1, err
+    cfg.write_text('preset = "a\\u0000b.toml"\n')
+    assert main(["render", "--out", str(tmp_path / "x.wav"), str(midi)]) == 2
+    err = capsys.readouterr().err
+    assert "preset: 'a<NUL>b.toml' holds a NUL byte" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("STEERPAD_CONFIG", "~nosuchuser/c.toml")
+    assert main(["render", "--out", str(tmp_path / "x.wav"), str(midi)]) == 2
+    err = capsys.readouterr().err
+    assert "$STEERPAD_CONFIG: '~nosuchuser/c.toml' starts with" in err and err.count("\n") == 1, err

@@ -397,3 +397,23 @@ def test_write_controller_round_trips_awkward_text_and_any_channels(tmp_path):
     rel = ControllerMap("r", 0, (), 0, (20,), knob_mode="relative_twos_complement")
     write_controller(rel, tmp_path / "r.toml")
     assert load_controller(tmp_path / "r.toml") == rel
+
+
+PAD = 'controller = "generic"\n[[pads]]\nsample = '
+
+
+@pytest.mark.parametrize("line, words", [
+    (PAD + '"~nosuchuser/kick.wav"', "pads[1].sample: '~nosuchuser/kick.wav' starts with ~nosuchuser"),
+    ('controller = "~nosuchuser/map.toml"\n[[pads]]\nsample = "kit:kick"',
+     "controller: '~nosuchuser/map.toml'"),
+    (PAD + '"a\\u0000b.wav"', "pads[1].sample: 'a<NUL>b.wav' holds a NUL"),
+    (PAD + '"kit:kick"\n[capture]\nkit_dir = "k\\u0000"', "capture.kit_dir: 'k<NUL>' holds a NUL"),
+])
+def test_a_path_no_system_call_takes_is_one_line_naming_the_key(tmp_path, line, words):
+    """~user of an unknown user (pathlib raises RuntimeError) and a NUL byte (every os call
+    raises ValueError) reached the user as 'internal error' tracebacks (a hostile pass)."""
+    path = tmp_path / "p.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(SteerpadError) as e:
+        load_preset(path)
+    assert str(e.value).startswith(f"{path}: ") and words in str(e.value) and "\n" not in str(e.value)

@@ -94,18 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e), 1)
     except SteerpadError as e:
         return _fail(str(e), 2)
-    except Stopped as e:
-        print(f"steerpad: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
-        return 128 + e.signum
-    except KeyboardInterrupt:
-        print("steerpad: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or Stopped (SIGTERM, SIGHUP)
+        return _stopped(e)
     except OSError as e:  # the system said no: a full disk, a read-only or vanished path
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}; free space or choose another path", 1)
     except MemoryError:
         return _fail(f"`steerpad {name}` ran out of memory; use smaller inputs", 1)
     except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
+        stop = _stop_within(e)
+        if stop is not None:  # a stop that landed inside a library, which raised its own error
+            return _stopped(stop)
         if os.environ.get("STEERPAD_DEBUG"):
             raise
         return _fail(f"internal error in `steerpad {name}`: {type(e).__name__}: {e} (please report "
@@ -125,6 +124,27 @@ def _run(name: str, module_name: str, help_: str, rest: list[str]) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     return int(module.run(args) or 0)
+
+
+def _stopped(e: KeyboardInterrupt) -> int:
+    """One line and the exit code of a stop: 130 for Ctrl-C, 128 + the signal for Stopped."""
+    if isinstance(e, Stopped):
+        print(f"steerpad: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
+    print("steerpad: interrupted", file=sys.stderr)
+    return 130
+
+
+def _stop_within(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or Stopped an error was raised while handling, if any: a stop that lands inside
+    numba's or onnxruntime's C code comes back as their SystemError or ImportError, with the
+    stop as its context (measured: pyin's Viterbi, onnxruntime's import)."""
+    seen = 0
+    while e is not None and seen < 32:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 class Stopped(KeyboardInterrupt):

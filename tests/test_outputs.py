@@ -302,3 +302,28 @@ def test_read_only_and_full_file_systems_are_one_line_and_leave_nothing(samples,
     rc, err = _cli(capsys, "ingest", samples, "--out", full / "store", "--no-progress", "--workers", 1)
     assert rc == 1 and err.count("\n") == 1 and "--out" in err and "is the disk full" in err, err
     assert list(full.iterdir()) == []  # no .partial folder left behind
+
+
+@pytest.mark.parametrize("stop, code, line", [
+    (KeyboardInterrupt(), 130, "steerpad: interrupted\n"),
+    ("SIGTERM", 143, "steerpad: stopped by SIGTERM\n"),
+])
+def test_a_stop_that_a_library_turns_into_its_own_error_is_still_a_stop(monkeypatch, capsys, stop, code,
+                                                                       line):
+    """A stop landing in numba's or onnxruntime's C code comes back as their SystemError or
+    ImportError raised while handling it: exit 130 / 143 and one line, not 'internal error'."""
+    from steerpad.offline import cli
+
+    if stop == "SIGTERM":
+        stop = cli.Stopped(signal.SIGTERM)
+
+    def run(*args):
+        try:
+            raise stop
+        except KeyboardInterrupt:
+            raise SystemError("CPUDispatcher(<function _viterbi>) returned a result with an "
+                              "exception set") from None
+
+    monkeypatch.setattr(cli, "_run", run)
+    assert cli.main(["render", "x.mid"]) == code
+    assert capsys.readouterr().err == line

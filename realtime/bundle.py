@@ -747,6 +747,33 @@ class _Checker:
                     [[None, ("latent.dim", d), None]])
         self._shape(io["codes"]["file"], sessions["codes"].get_outputs(), io["codes"]["outputs"],
                     [[None, None, j], [None, None, j]])
+        self._frames(m, sessions)
+
+    def _frames(self, m: dict, sessions: dict[str, Any]) -> None:
+        """The spectral models' time axes agree with their `spectrum.hop`: two latent frames
+        decode to 2 * audio.hop / hop STFT frames, and that many samples of audio encode to two
+        latent frames (a hop the models were not made with passes every shape check and then
+        gives audio of the wrong length, or an encoder error, at the first render)."""
+        io, c, d, hop = m["onnx"], m["audio"]["channels"], m["latent"]["dim"], m["audio"]["hop"]
+        for model, spectrum in (("decoder", io["decoder"].get("spectrum")),
+                                ("encoder", io["encoder"].get("spectrum"))):
+            if spectrum is None:
+                continue
+            if model == "decoder":
+                x = np.zeros((1, d, 2), np.float32)
+                want, unit = 2 * hop // spectrum["hop"], "STFT frames from 2 latent frames"
+            else:
+                x = log_spectrum(np.zeros((1, c, 2 * hop), np.float32), spectrum["n_fft"], spectrum["hop"],
+                                 spectrum["floor"])
+                want, unit = 2, f"latent frames from {2 * hop} samples"
+            try:
+                got = sessions[model].run([io[model]["output"]], {io[model]["input"]: x})[0].shape[-1]
+            except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own errors
+                got = f"an error ({_one_line(e)[:200]})"
+            if got != want:
+                raise self.fail(f"{io[model]['file']} gives {got} {unit}, not the {want} that manifest.json "
+                                f"onnx.{model}.spectrum.hop {spectrum['hop']} and audio.hop {hop} mean; "
+                                "the manifest does not match its models")
 
     def _shape(self, file: str, args: list, names: list[str], shapes: list[list]) -> None:
         """ONNX inputs/outputs `args` must be named `names`, with ranks and fixed sizes as in

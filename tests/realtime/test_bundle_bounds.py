@@ -156,6 +156,14 @@ BAD_FIELDS = {
                         r"onnx\.encoder\.spectrum\.floor must be a number from 1e-30 to 1"),
     "encoder hop 100": (at("onnx.encoder.spectrum.hop", 100),
                         r"onnx\.encoder\.spectrum: n_fft 1024 must be 1 to 16 times hop 100"),
+    # a hop within bounds that the models were not made with (a render gave audio of the wrong
+    # length, an encode an error)
+    "decoder hop 512": (at("onnx.decoder.spectrum.hop", 512),
+                        r"decoder\.onnx gives 16 STFT frames from 2 latent frames, not the 8 that "
+                        r"manifest\.json onnx\.decoder\.spectrum\.hop 512 and audio\.hop 2048 mean"),
+    "encoder hop 512": (at("onnx.encoder.spectrum.hop", 512),
+                        r"encoder\.onnx gives 1 latent frames from 4096 samples, not the 2 that "
+                        r"manifest\.json onnx\.encoder\.spectrum\.hop 512"),
     # the kit list
     "kit label": (at("kit.0.label", {"x": 1}), r"kit\[0\]\.label must be a string .* got \{'x': 1\}"),
     "2000 kit entries": (lambda m: m["kit"].extend(dict(m["kit"][0], name=f"k{i}") for i in range(1984)),

@@ -397,7 +397,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of held-out one-shots")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json + PNGs")
     parser.add_argument("--clips", type=int, default=16, help="one-shots to render")
-    parser.add_argument("--points", type=int, default=8, help="knob positions per side (default 8)")
+    parser.add_argument("--points", type=int, default=None,
+                        help=f"knob positions per side (default 8, at most {MAX_POINTS})")
     parser.add_argument("--mode", choices=("faithful", "resynth"), default=None,
                         help="render mode to measure (default: the bundle's, faithful)")
     parser.add_argument("--fidelity", action="store_true",
@@ -408,16 +409,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate only these directions (default: all)")
 
 
+MAX_POINTS = 64
+"""Knob positions per side `steerpad eval` renders at most (each is a render of every clip)."""
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.clips < 1 or args.points < 1:
-        raise SteerpadError("--clips and --points must be >= 1")
+    if args.fidelity:
+        asked = [name for name, value in (("--points", args.points), ("--mode", args.mode),
+                                          ("--directions", args.directions)) if value is not None]
+        if asked:
+            raise SteerpadError(f"{' and '.join(asked)}: --fidelity measures the VAE's reconstruction, "
+                                "not the knobs; leave them out, or measure the knobs without --fidelity")
+    points = 8 if args.points is None else args.points
+    if args.clips < 1 or not 1 <= points <= MAX_POINTS:
+        raise SteerpadError(f"--clips must be >= 1 and --points 1 to {MAX_POINTS} (got --clips {args.clips}, "
+                            f"--points {points})")
     if args.fidelity:
         from steerpad.offline.fidelity import fidelity_report, table
 
         print(table(fidelity_report(args.bundle, args.data, args.out, args.clips)))
         print(f"eval --fidelity: wrote {args.out}/fidelity.json, fidelity.md, spectrograms.png")
         return 0
-    report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, args.points,
+    report = evaluate_bundle(args.bundle, args.data, args.out, args.clips, points,
                              only=args.directions, mode=args.mode)
     f = report["fidelity"]
     print(f"eval ({report['mode']}): centre_max_abs={f['centre_max_abs']:.3g} onset_r_quarter="

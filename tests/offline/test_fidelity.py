@@ -86,3 +86,21 @@ def test_without_opus_tools_it_says_what_to_install(tmp_path, monkeypatch, capsy
     rc = main(["eval", str(BUNDLE), "--fidelity", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "opus-tools" in err[0], err
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--fidelity", "--mode", "resynth"], "--mode: --fidelity measures the VAE's reconstruction"),
+    (["--fidelity", "--directions", "nope", "--points", "3"], "--points and --directions: --fidelity"),
+    (["--points", "100000000"], "--points 1 to 64 (got --clips 16, --points 100000000)"),
+    (["--points", "0"], "--points 1 to 64"),
+])
+def test_eval_refuses_options_it_would_ignore_or_that_have_no_end(tmp_path, capsys, extra, words):
+    """--fidelity measured the VAE and silently dropped the knob options (an unknown direction
+    passed); --points had no upper bound (10^8 grew past 3 GB). Refused before anything is read."""
+    from steerpad.offline.cli import main
+
+    rc = main(["eval", str(tmp_path / "no-bundle"), "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+               *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()

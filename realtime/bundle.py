@@ -224,10 +224,14 @@ def check_number(v: Any, lo: float, hi: float, what: str, fix: str, whole: bool 
 
 
 def check_string(v: Any, what: str, fix: str, empty: bool = False) -> None:
-    """Raise unless v is a string of at most MAX_NAME characters (and not empty, unless `empty`)."""
+    """Raise unless v is a string of at most MAX_NAME characters (and not empty, unless `empty`)
+    without control characters (a name reaches the terminal in messages and the status view: an
+    escape sequence there would drive the terminal)."""
     if not isinstance(v, str) or not (0 if empty else 1) <= len(v) <= MAX_NAME:
         kind = "a string" if empty else "a non-empty string"
         raise SteerpadError(f"{what} must be {kind} of at most {MAX_NAME} characters, got {_short(v)}; {fix}")
+    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in v):
+        raise SteerpadError(f"{what} must not hold control characters, got {_short(v)}; {fix}")
 
 
 class Bundle:
@@ -692,6 +696,9 @@ class _Checker:
                 x = f.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
             raise self.fail(f"{rel} is not readable audio ({_one_line(err)})") from None
+        if not (np.isfinite(x).all() and np.abs(x).max() <= 1.0):  # export writes 24-bit FLAC
+            raise self.fail(f"{rel} holds samples that are not finite or beyond full scale; kit audio "
+                            "is stored within +-1 (its level in audio_gain)")
         gain = e.get("audio_gain", 1.0)
         check_number(gain, 1.0, KIT_AUDIO_GAIN_MAX, f"bundle {self.path}: manifest.json kit {e['name']} "
                      "audio_gain", self.FIX)

@@ -107,6 +107,11 @@ RESAMPLE_MARGIN_S = 0.05
 """Read this much more than the one-shot length, so the resampler's edge falls past the cut."""
 
 
+FILE_PEAK_MAX = 1000.0
+"""A pad file's samples may reach this (a float file may run hot; +60 dB over full scale is no
+one-shot: its squares overflow float32 in the encoder's STFT)."""
+
+
 def read_one_shot(path: Path, seconds: float, channels: int, where: str = "") -> tuple[np.ndarray, int]:
     """The first `seconds` of an audio file as float32 [T, channels] (mixed down or spread to
     `channels`) and its sample rate; only that much is read, whatever the file's length. Only a
@@ -149,9 +154,10 @@ def load_file_sound(bundle: Bundle, path: Path, mode: str, where: str = "") -> P
     length = bundle.max_frames * bundle.hop
     audio, rate = read_one_shot(path, length / bundle.sample_rate + RESAMPLE_MARGIN_S, bundle.channels,
                                 where)
-    if audio.shape[0] == 0 or not np.isfinite(audio).all():
+    if audio.shape[0] == 0 or not np.isfinite(audio).all() or np.abs(audio).max() > FILE_PEAK_MAX:
         name = f"{where} {path}" if where else str(path)
-        raise SteerpadError(f"{name}: the audio is empty or not finite; use another one-shot")
+        raise SteerpadError(f"{name}: the audio is empty, not finite or peaks above {FILE_PEAK_MAX:g} "
+                            "(+60 dB over full scale); use another one-shot")
     try:
         latents = bundle.latents_of(audio, rate)
     except ValueError as e:

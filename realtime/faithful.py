@@ -221,7 +221,8 @@ class FaithfulPad:
             gain *= np.minimum(ratio, 1.0) ** (0.5 * cfg.cut_power)
             if cfg.add_gain > 0:  # the decoder's added band power: the source's own first, then Q's
                 added = cfg.add_gain ** 2 * np.maximum(ratio - 1.0, 0.0) * self.bp
-                boost = np.minimum(1.0 + added / self.bs, 10 ** (cfg.boost_db / 10))
+                with np.errstate(over="ignore"):  # a silent band of the source: inf, capped below
+                    boost = np.minimum(1.0 + added / self.bs, 10 ** (cfg.boost_db / 10))
                 gain *= np.sqrt(boost)
                 rest = np.maximum(added - (boost - 1.0) * self.bs, 0.0)
                 y = Q  # Q's own bins (its overall level change taken out), in place: Q is ours

@@ -137,6 +137,8 @@ BAD_FIELDS = {
     "300 directions": (lambda m: m["directions"].extend(dict(m["directions"][0], name=f"d{i}")
                                                         for i in range(291)),
                        r"directions has 300 entries; 1 to 256 are allowed"),
+    "escape in a name": (at("directions.0.name", "x\x1b[31mRED"),
+                         r"directions\[0\]\.name must not hold control characters, got 'x\\x1b\[31mRED'"),
     "long name": (at("directions.0.name", "x" * 1000),
                   r"directions\[0\]\.name must be a non-empty string of at most"),
     "descriptor std": (at("descriptors.centroid.std", "wide"),
@@ -301,3 +303,20 @@ def test_a_steering_folders_huge_integer_alpha_is_refused():
     with pytest.raises(SteerpadError, match=r"^steering: directions\[0\]\.alpha_min must be a number from "
                                             r"-1e\+06 to 0, got -1000.*; fix it$"):
         parse_directions([entry], "steering: directions", "fix it")
+
+
+@pytest.mark.parametrize("value", [np.nan, 1e30])
+def test_kit_audio_beyond_full_scale_is_refused_at_load(bundle, value):
+    """A kit entry's audio that is not finite or beyond +-1 (a float WAV under the .flac name) was
+    loaded, and failed at the first render (NaN) or warned over several lines (1e30)."""
+    import io
+
+    import soundfile as sf
+
+    m = manifest(bundle)
+    rel = m["kit"][0]["audio"]
+    data = io.BytesIO()
+    sf.write(data, np.full((1000, m["audio"]["channels"]), value, np.float32), m["audio"]["sample_rate"],
+             format="WAV", subtype="FLOAT")
+    rewrite(bundle, rel, data.getvalue())
+    refused(bundle, re.escape(rel) + r" holds samples that are not finite or beyond full scale")

@@ -251,3 +251,32 @@ def test_a_bounce_of_one_hit_is_the_source_after_one_gain(tmp_path):
         gain = float(np.dot(x, y) / np.dot(x, x))
         assert np.abs(y - gain * x).max() <= 1e-5, (ch, lag, gain)
         assert np.abs(out[lag + n:]).max() < 1e-6  # nothing after it either
+
+
+def test_a_silent_source_renders_without_a_warning():
+    """A silent kit one-shot (a band of the source at 0: the boost divides by it) printed numpy's
+    overflow warnings, two lines on the terminal of a render that succeeded (a hostile pass)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    plain = (0.1 * rng.standard_normal((2, 44100))).astype(np.float32)
+    steered = (0.3 * rng.standard_normal((2, 44100))).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = FaithfulPad(np.zeros((2, 44100), np.float32), plain).render(steered)
+    assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("value", [1e30, 2000.0])
+def test_a_pad_file_far_beyond_full_scale_is_one_line(tmp_path, value):
+    import soundfile as sf
+
+    from steerpad.realtime.bundle import load_bundle
+    from steerpad.realtime.engine import load_file_sound
+    from steerpad.realtime.errors import SteerpadError
+
+    path = tmp_path / "hot.wav"
+    sf.write(str(path), np.full((4410, 2), value, np.float32), 44100, subtype="FLOAT")
+    with pytest.raises(SteerpadError, match=r"hot\.wav: the audio is empty, not finite or peaks above 1000"):
+        load_file_sound(load_bundle(Path(__file__).resolve().parents[2] / "models" / "default"), path,
+                        "faithful", "p.toml: pads[1].sample")

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from steerpad.realtime.errors import RuntimeFailure, SteerpadError
 
@@ -87,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = picked
     module_name, help_ = COMMANDS[name]
+    return guarded(f"steerpad {name}", lambda: _run(name, module_name, help_, rest))
+
+
+def guarded(label: str, run: Callable[[], int]) -> int:
+    """`run()` as every steerpad command runs (and the scripts in scripts/ that change a bundle):
+    SIGTERM and SIGHUP raise Stopped, so cleanups run as for Ctrl-C; bad input, a stop, a
+    system refusal or a bug each end in one line on stderr and the exit code of EXIT_CODES.
+    `label` names the command in the line of a bug."""
     before = _stop_on_signals()
     try:
-        return _run(name, module_name, help_, rest)
+        return run()
     except RuntimeFailure as e:
         return _fail(str(e), 1)
     except SteerpadError as e:
@@ -100,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}; free space or choose another path", 1)
     except MemoryError:
-        return _fail(f"`steerpad {name}` ran out of memory; use smaller inputs", 1)
+        return _fail(f"`{label}` ran out of memory; use smaller inputs", 1)
     except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
         stop = _stop_within(e)
         if stop is not None:  # a stop that landed inside a library, which raised its own error
             return _stopped(stop)
         if os.environ.get("STEERPAD_DEBUG"):
             raise
-        return _fail(f"internal error in `steerpad {name}`: {type(e).__name__}: {e} (please report "
+        return _fail(f"internal error in `{label}`: {type(e).__name__}: {e} (please report "
                      "it; STEERPAD_DEBUG=1 shows the traceback)", 1)
     finally:
         for signum, handler in before.items():

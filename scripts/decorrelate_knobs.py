@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from steerpad.offline.cli import guarded
 from steerpad.offline.directions import decorrelate
 from steerpad.offline.evaluate import read_clips
 from steerpad.offline.export import install_bundle
@@ -49,6 +50,12 @@ def project_steer(steer: Path, names: list[str], which: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One line and an exit code for bad input, a stop (the partial copy removed) or a bug, as
+    steerpad's commands end (cli.guarded)."""
+    return guarded("decorrelate_knobs", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--directions", nargs="+", required=True, metavar="NAME")
@@ -57,49 +64,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=10)
     args = ap.parse_args(argv)
     bundle = args.bundle.resolve()
+    old = load_bundle(bundle, providers=["CPUExecutionProvider"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    names = [d["name"] for d in manifest["directions"]]
+    unknown = sorted(set(args.directions) - set(names))
+    if unknown:
+        raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle} "
+                            f"(it has {', '.join(names)})")
+    todo = [n for n in args.directions if not manifest["directions"][names.index(n)].get("decorrelated")]
+    if not todo:
+        print(f"decorrelate_knobs: {bundle}: nothing to do "
+              f"({', '.join(args.directions)} already decorrelated)")
+        return 0
+    if manifest["onnx"]["steer"]["file"] != "steer.onnx":
+        raise SteerpadError(f"{bundle}: its steer model is not named as export names it; "
+                            "re-export instead")
+    clips = [audio for _, audio in read_clips(args.data, old, args.clips, log=lambda s: None)]
+    new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
     try:
-        old = load_bundle(bundle, providers=["CPUExecutionProvider"])
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        names = [d["name"] for d in manifest["directions"]]
-        unknown = sorted(set(args.directions) - set(names))
-        if unknown:
-            raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle} "
-                                f"(it has {', '.join(names)})")
-        todo = [n for n in args.directions if not manifest["directions"][names.index(n)].get("decorrelated")]
-        if not todo:
-            print(f"decorrelate_knobs: {bundle}: nothing to do "
-                  f"({', '.join(args.directions)} already decorrelated)")
-            return 0
-        if manifest["onnx"]["steer"]["file"] != "steer.onnx":
-            raise SteerpadError(f"{bundle}: its steer model is not named as export names it; "
-                                "re-export instead")
-        clips = [audio for _, audio in read_clips(args.data, old, args.clips, log=lambda s: None)]
-        new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
-        try:
-            shutil.copytree(bundle, new_dir, dirs_exist_ok=True)
-            project_steer(new_dir / "steer.onnx", names, todo)
-            for d in manifest["directions"]:
-                if d["name"] in todo:
-                    d["decorrelated"] = True
-            manifest["files"]["steer.onnx"] = {"sha256": sha256(new_dir / "steer.onnx"),
-                                               "bytes": (new_dir / "steer.onnx").stat().st_size}
-            write_manifest(new_dir, manifest)
-            calibrate_bundle(new_dir, clips, only=todo)
-            new = load_bundle(new_dir, providers=["CPUExecutionProvider"])
-            latents = [e.latents for e in old.kit]
-            latents.append(np.random.default_rng(0).standard_normal((old.latent_dim, 8)).astype(np.float32))
-            for i, name in enumerate(names):
-                alpha = np.zeros(len(names), np.float32)
-                alpha[i] = 1.0
-                same = all(np.array_equal(old.steer(z, alpha), new.steer(z, alpha)) for z in latents)
-                if same == (name in todo):
-                    raise SteerpadError(f"{name} steers {'as before' if same else 'differently'} after the "
-                                        f"projection; {bundle} is unchanged")
-            install_bundle(new_dir, bundle, force=True)  # (swaps out only a bundle steerpad wrote)
-        finally:
-            shutil.rmtree(new_dir, ignore_errors=True)
-    except SteerpadError as e:
-        sys.exit(f"decorrelate_knobs: {e}")
+        shutil.copytree(bundle, new_dir, dirs_exist_ok=True)
+        project_steer(new_dir / "steer.onnx", names, todo)
+        for d in manifest["directions"]:
+            if d["name"] in todo:
+                d["decorrelated"] = True
+        manifest["files"]["steer.onnx"] = {"sha256": sha256(new_dir / "steer.onnx"),
+                                           "bytes": (new_dir / "steer.onnx").stat().st_size}
+        write_manifest(new_dir, manifest)
+        calibrate_bundle(new_dir, clips, only=todo)
+        new = load_bundle(new_dir, providers=["CPUExecutionProvider"])
+        latents = [e.latents for e in old.kit]
+        latents.append(np.random.default_rng(0).standard_normal((old.latent_dim, 8)).astype(np.float32))
+        for i, name in enumerate(names):
+            alpha = np.zeros(len(names), np.float32)
+            alpha[i] = 1.0
+            same = all(np.array_equal(old.steer(z, alpha), new.steer(z, alpha)) for z in latents)
+            if same == (name in todo):
+                raise SteerpadError(f"{name} steers {'as before' if same else 'differently'} after the "
+                                    f"projection; {bundle} is unchanged")
+        install_bundle(new_dir, bundle, force=True)  # (swaps out only a bundle steerpad wrote)
+    finally:
+        shutil.rmtree(new_dir, ignore_errors=True)
     print(f"decorrelate_knobs: {bundle}: {', '.join(todo)} projected off the other directions and "
           "calibrated again")
     return 0

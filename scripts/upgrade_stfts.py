@@ -29,10 +29,12 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from steerpad.offline.cli import guarded
 from steerpad.offline.export import TOLERANCE, export_onnx, install_bundle
 from steerpad.offline.knobs import write_manifest
 from steerpad.offline.vae import OobleckConfig, OobleckVAE
 from steerpad.realtime.bundle import load_bundle, sha256
+from steerpad.realtime.errors import SteerpadError
 
 
 def upgraded(bundle: Path, models: tuple[str, ...], out_dir: Path) -> dict[str, Path]:
@@ -55,17 +57,27 @@ def upgraded(bundle: Path, models: tuple[str, ...], out_dir: Path) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One line and an exit code for bad input, a stop (the partial copy removed) or a bug, as
+    steerpad's commands end (cli.guarded)."""
+    return guarded("upgrade_stfts", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle", type=Path)
     args = ap.parse_args(argv)
     bundle = args.bundle.resolve()
+    old = load_bundle(bundle, providers=["CPUExecutionProvider"])  # (refuses what is no bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
+    config = manifest.get("vae", {}).get("config") if isinstance(manifest.get("vae"), dict) else None
+    if not isinstance(config, dict):
+        raise SteerpadError(f"upgrade_stfts: {bundle}: its manifest has no vae.config to rebuild the "
+                            "models from; re-export the bundle from its VAE instead")
     models = tuple(m for m in ("encoder", "decoder") if "spectrum" not in manifest["onnx"][m])
-    if not models or not manifest["vae"]["config"].get("stft_hop"):
+    if not models or not config.get("stft_hop"):
         print(f"upgrade_stfts: {bundle}: nothing to do (its STFTs are already outside its models, "
               "or its VAE is a waveform one)")
         return 0
-    old = load_bundle(bundle, providers=["CPUExecutionProvider"])
     new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
     try:
         shutil.copytree(bundle, new_dir, dirs_exist_ok=True)

@@ -309,6 +309,26 @@ def test_tampered_bundle_is_refused(tiny, tmp_path, name):
     assert str(e.value).startswith(f"bundle {path}: ") and "\n" not in str(e.value)
 
 
+def test_upgrade_stfts_refuses_what_is_no_bundle_in_one_line(tiny, tmp_path, monkeypatch, capsys):
+    """A missing folder, a folder without a manifest, a broken manifest and a manifest without
+    vae.config each end in one line and exit 2 (they were tracebacks; a hostile pass)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import upgrade_stfts
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = Path(shutil.copytree(tiny["path"], tmp_path / "broken"))
+    (broken / "manifest.json").write_text("{")
+    novae = Path(shutil.copytree(tiny["path"], tmp_path / "novae"))
+    manifest = json.loads((novae / "manifest.json").read_text())
+    del manifest["vae"]
+    (novae / "manifest.json").write_text(json.dumps(manifest))
+    for folder in (tmp_path / "nope", empty, broken, novae):
+        assert upgrade_stfts.main([str(folder)]) == 2, folder
+        err = capsys.readouterr().err
+        assert err.startswith("steerpad: error: ") and err.count("\n") == 1 and folder.name in err, err
+
+
 def test_upgrade_stfts_moves_an_older_bundle_over(tiny, tmp_path, monkeypatch):
     """scripts/upgrade_stfts.py (how models/default got its encoder.onnx and decoder.onnx): a
     bundle whose models still hold their STFTs gets models without them, from the same weights,

@@ -77,5 +77,10 @@ def test_decorrelate_knobs_projects_a_bundle_direction_and_calibrates_it_again(c
     assert decorrelate_knobs.main([str(bundle), "--directions", "brighter", "--data", str(kits)]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert files == {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
-    with pytest.raises(SystemExit, match="decorrelate_knobs: --directions nope: not in"):
-        decorrelate_knobs.main([str(bundle), "--directions", "nope", "--data", str(kits)])
+    assert decorrelate_knobs.main([str(bundle), "--directions", "nope", "--data", str(kits)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("steerpad: error: --directions nope: not in") and err.count("\n") == 1, err
+    nowhere = str(tmp_path / "nowhere")
+    assert decorrelate_knobs.main([nowhere, "--directions", "brighter", "--data", str(kits)]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and err.count("\n") == 1 and "Traceback" not in err, err

@@ -414,9 +414,15 @@ def _sessions(path: Path, manifest: dict, providers: list[str] | None,
     for m in MODELS:
         file = path / manifest["onnx"][m]["file"]
         try:
-            sessions[m] = ort.InferenceSession(str(file), options, providers=providers)
+            # from its bytes, not its path: a model whose weights sit in external data files
+            # (which `files` does not hash) cannot load; export never writes one
+            sessions[m] = ort.InferenceSession(file.read_bytes(), options, providers=providers)
         except Exception as e:  # noqa: BLE001 -- onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            if "external data" in first.lower():
+                raise SteerpadError(f"bundle {path}: {manifest['onnx'][m]['file']} keeps its weights in "
+                                    "external data files, which manifest.json's hashes do not cover; "
+                                    "re-export the bundle") from None
             raise SteerpadError(f"bundle {path}: {manifest['onnx'][m]['file']} is not a model "
                                 f"onnxruntime can load ({first[:200]}); re-export the bundle") from None
     return sessions

@@ -320,3 +320,15 @@ def test_kit_audio_beyond_full_scale_is_refused_at_load(bundle, value):
              format="WAV", subtype="FLOAT")
     rewrite(bundle, rel, data.getvalue())
     refused(bundle, re.escape(rel) + r" holds samples that are not finite or beyond full scale")
+
+
+def test_a_model_with_external_data_is_refused(bundle):
+    """Weights in an external data file (not in `files`, so not hashed) could be swapped under a
+    valid manifest: the models load from their hashed bytes, where external data cannot load."""
+    import onnx
+
+    model = onnx.load(str(bundle / "decoder.onnx"))
+    onnx.save_model(model, str(bundle / "decoder.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="w.bin")
+    rewrite(bundle, "decoder.onnx", (bundle / "decoder.onnx").read_bytes())
+    refused(bundle, r"decoder\.onnx keeps its weights in external data files")

@@ -9,6 +9,7 @@ line on stderr."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -107,6 +108,9 @@ def guarded(label: str, run: Callable[[], int]) -> int:
         return _stopped(e)
     except OSError as e:  # the system said no: a full disk, a read-only or vanished path
         where = f"{e.filename}: " if e.filename else ""
+        if e.errno == errno.ENAMETOOLONG:  # the user's path, not the system's state
+            return _fail(f"{where}a name in this path is too long for the file system; choose a "
+                         "shorter one", 2)
         return _fail(f"{where}{e.strerror or e}; free space or choose another path", 1)
     except MemoryError:
         return _fail(f"`{label}` ran out of memory; use smaller inputs", 1)

@@ -280,20 +280,20 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
 
     t0 = time.perf_counter()
     claim_output(out, "run:eval", inputs=[bundle_path, *data], resume=True)
-    mark_run(out, "eval")  # now, so a place it cannot write fails before the measuring
     bundle = load_bundle(bundle_path)
     mode = mode or bundle.default_mode
     if mode not in MODES:
         raise SteerpadError(f"--mode {mode}: not a render mode (one of {', '.join(MODES)})")
-    clips = read_clips(data, bundle, max_clips, log)
-    sr, hop, channels = bundle.sample_rate, bundle.hop, bundle.channels
-    stds = {n: float(v["std"]) for n, v in bundle.manifest.get("descriptors", {}).items()}
-    k = len(bundle.directions)
     names = [d.name for d in bundle.directions]
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise SteerpadError(f"--directions {' '.join(unknown)}: not in {bundle_path} "
                             f"(it has {', '.join(names)})")
+    clips = read_clips(data, bundle, max_clips, log)
+    mark_run(out, "eval")  # once the input is good, and a place it cannot write fails before the measuring
+    sr, hop, channels = bundle.sample_rate, bundle.hop, bundle.channels
+    stds = {n: float(v["std"]) for n, v in bundle.manifest.get("descriptors", {}).items()}
+    k = len(bundle.directions)
     worker = RenderWorker(bundle, [], out_rate=sr, analyse=False)
     sounds = [clip_sound(bundle, audio, mode) for _, audio in clips]
 

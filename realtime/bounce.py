@@ -80,6 +80,11 @@ def read_performance(path: Path, sample_rate: int, cc14: frozenset[int] | set[in
     parser = MidiParser(cc14=cc14)
     events: list[tuple[int, Event]] = []
     try:
+        with open(path, "rb") as f:
+            head = f.read(14)
+        if head[:4] == b"MThd" and len(head) == 14 and head[12] & 0x80:  # the division's top bit
+            raise SteerpadError(f"{path}: its header counts time in SMPTE frames per second, not ticks "
+                                f"per beat, which steerpad does not read; {fix}")
         midi = mido.MidiFile(str(path))
         if midi.type == 2:
             raise SteerpadError(f"{path}: a type 2 (asynchronous) MIDI file has no single timeline; {fix}")

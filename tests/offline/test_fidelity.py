@@ -104,3 +104,15 @@ def test_eval_refuses_options_it_would_ignore_or_that_have_no_end(tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and words in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_refuses_an_unknown_direction_before_it_marks_its_output(tmp_path, capsys):
+    from steerpad.offline.cli import main
+
+    bundle = Path(__file__).resolve().parents[2] / "models" / "default"
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["eval", str(bundle), "--data", str(data), "--out", str(tmp_path / "o"),
+                 "--directions", "nope"]) == 2
+    assert "--directions nope: not in" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -345,3 +345,23 @@ def test_a_pad_sample_with_a_broken_header_is_refused(bundle, tmp_path, preset):
     pads[2] = replace(pads[2], kind="file", sample=tmp_path / "odd.wav")
     with pytest.raises(SteerpadError, match=r"default\.toml: pads\[3\]\.sample .*odd\.wav: sample rate"):
         load_pad_sources(bundle, replace(preset, pads=pads))
+
+
+def test_an_smpte_timed_midi_file_is_named_as_such(tmp_path):
+    """A header dividing time in SMPTE frames (the division's top bit) was reported as '0 ticks
+    per beat' (a hostile pass)."""
+    path = tmp_path / "smpte.mid"
+    track = b"\x00\x99\x24\x64\x00\xff\x2f\x00"  # a note-on, the end of the track
+    path.write_bytes(b"MThd" + (6).to_bytes(4, "big") + b"\x00\x00\x00\x01\xe7\x28"
+                     + b"MTrk" + len(track).to_bytes(4, "big") + track)
+    with pytest.raises(SteerpadError, match=r"smpte\.mid: its header counts time in SMPTE frames per second"):
+        read_performance(path, 48000)
+
+
+def test_an_output_name_too_long_for_the_file_system_is_bad_input(tmp_path, capsys):
+    midi = mido.MidiFile()
+    midi.tracks.append(mido.MidiTrack([mido.Message("note_on", channel=9, note=36, velocity=100)]))
+    midi.save(str(tmp_path / "hit.mid"))
+    assert main(["render", "--out", str(tmp_path / ("x" * 300 + ".wav")), str(tmp_path / "hit.mid")]) == 2
+    err = capsys.readouterr().err
+    assert "too long for the file system" in err and err.count("\n") == 1, err

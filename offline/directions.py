@@ -72,7 +72,7 @@ class SteeringConfig:
     it moves its own descriptor and less of theirs. Measured on models/default (faithful mode,
     16 validation one-shots; scripts/decorrelate_knobs.py): noisier's probe direction leaned on
     airier's (cosine 0.80) and brighter's (0.58), raising the centroid 2 std and the air band
-    2.8 std for 1.7 std of flatness (drift 0.62); projected, drift 0.30. For the others it did
+    2.8 std for 1.7 std of flatness (drift 0.62); projected, drift 0.27. For the others it did
     not pay: brighter and airier lost most of their effect and boomier's drift rose (the
     centroid and the band shares are functions of one another), and crisper gained effect
     (+1.33 / -0.90 -> +1.55 / -1.06) and lost monotonic one-shots (1.00 -> 0.94), its flat

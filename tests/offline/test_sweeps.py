@@ -94,26 +94,3 @@ def test_a_side_closes_in_on_its_level_bound_and_its_knots_follow_the_saturating
     steps = np.diff([0.0, *response])
     assert steps.min() > 0.8 * steps.mean() and steps.max() < 1.2 * steps.mean(), steps
 
-
-class _SteepKnob(_Knob):
-    """A response that crosses 1 std steeply, (|α| / 3) ** 4 stds, with no level change: the
-    doubling grid (8 * alpha_max / 2 ** k) first passes 1 std at α 4, with 3.2 std."""
-
-    def __call__(self, mode, direction, alpha, mirror):
-        self.asked.append(alpha)
-        change = np.sign(alpha) * (abs(alpha) / 3) ** 4 * np.array([0.9, 1.0, 1.1])
-        return change, np.zeros(3)
-
-
-def test_a_side_that_overshoots_its_target_closes_in_on_the_crossing():
-    from steerpad.offline.knobs import OVERSHOOT, REFINE, TARGET_STD, walk_side
-
-    knob = _SteepKnob()
-    walk = walk_side(knob, "faithful", 0, "up", mirror=False)
-    assert walk["stop"] == "reached"
-    crossing = 3.0 * TARGET_STD ** 0.25
-    end = walk["alphas"][-1]
-    assert crossing <= end <= crossing * 2 ** (1 / 2 ** REFINE)  # within a quarter octave past it
-    assert walk["effects"][-1] < OVERSHOOT * 2 ** (4 / 2 ** REFINE)  # not the grid point's 3.2 std
-    assert walk["alphas"] == sorted(walk["alphas"]) and all(e < TARGET_STD for e in walk["effects"][:-1])
-    assert max(knob.asked) == pytest.approx(8 * 2 ** -1)  # the grid point past it was measured

@@ -276,7 +276,11 @@ def calibrate_bundle(folder: Path, clips: list[np.ndarray], kit: dict[str, np.nd
     try:
         return _calibrate_bundle(folder, manifest, clips, kit, only, log)
     except BaseException:  # a stop or a failure leaves the bundle's own calibration as it was
-        write_manifest(folder, json.loads(original))
+        restored = json.loads(original)
+        for rel, info in manifest["files"].items():  # kit audio this call rewrote: as it is now
+            if rel in restored["files"] and restored["files"][rel] != info:
+                restored["files"][rel] = info
+        write_manifest(folder, restored)
         raise
 
 

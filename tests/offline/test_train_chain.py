@@ -190,3 +190,29 @@ def test_a_stopped_calibration_leaves_the_bundle_as_it_was(chain, tmp_path, monk
     assert measured and all("modes" in d for d in measured[0]["directions"])
     assert json.loads((bundle_dir / "manifest.json").read_bytes()) == json.loads(before)
     load_bundle(bundle_dir)
+
+
+def test_a_stopped_calibration_keeps_the_kit_audio_it_rewrote_listed_as_it_is(tmp_path, monkeypatch):
+    """`calibrate --kit-audio` stores each kit entry's audio before it measures: stopped after
+    that, the manifest put back lists the rewritten file's new hash (the bundle still loads)."""
+    import shutil
+
+    from steerpad.offline import knobs
+
+    bundle_dir = Path(shutil.copytree(Path(__file__).resolve().parents[2] / "models" / "default",
+                                      tmp_path / "bundle"))
+    before = json.loads((bundle_dir / "manifest.json").read_text())
+    b = load_bundle(bundle_dir)
+    entry = b.kit[0]
+
+    def stop(measure, direction, mode, log=print):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(knobs, "calibrate_direction", stop)
+    with pytest.raises(KeyboardInterrupt):
+        knobs.calibrate_bundle(bundle_dir, [], kit={entry.name: 0.5 * entry.audio}, only=["louder"])
+    after = json.loads((bundle_dir / "manifest.json").read_text())
+    assert [d.get("modes") for d in after["directions"]] == [d.get("modes") for d in before["directions"]]
+    rel = next(e["audio"] for e in before["kit"] if e["name"] == entry.name)
+    assert after["files"][rel] != before["files"][rel]  # rewritten, and listed as it is now
+    assert np.allclose(load_bundle(bundle_dir).kit[0].audio, 0.5 * entry.audio, atol=1e-4)

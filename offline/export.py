@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from steerpad.realtime.bundle import (
     sha256,
 )
 from steerpad.realtime.errors import SteerpadError
-from steerpad.realtime.outputs import claim_output
+from steerpad.realtime.outputs import claim_output, stops_held
 
 OPSET = 18
 TRACE_BATCH, TRACE_FRAMES = 2, 4
@@ -270,8 +271,7 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
     kit_arrays = _check_kit(kit or [], vae.config.latent_dim, max_frames)
     kit_audio = _check_kit_audio(kit or [], vae.config.audio_channels, max_frames * vae.config.hop)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with bundle_beside(out) as tmp:
         export_onnx(vae, sae, directions, tmp)
         if torchscript:
             export_torchscript(vae, sae, directions, tmp)
@@ -294,8 +294,6 @@ def export_bundle(out: str | Path, vae: OobleckVAE, sae: TopKSAE, steering: dict
         manifest["export_check"] = check_bundle(tmp, vae, sae, directions)
         _write_json(tmp / "manifest.json", manifest)
         install_bundle(tmp, out, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already once installed
     return out
 
 
@@ -437,6 +435,24 @@ def _dense(values: Tensor, indices: Tensor, n_features: int) -> Tensor:
 
 def _check_target(out: Path, force: bool, inputs: tuple = ()) -> None:
     claim_output(out, "bundle", inputs=inputs, force=force)
+
+
+@contextlib.contextmanager
+def bundle_beside(out: Path, copy_of: Path | None = None) -> Iterator[Path]:
+    """A new folder beside `out` to build a bundle in (`.NAME.XXXX.partial`: empty, or a copy of
+    the bundle `copy_of`), for install_bundle to rename over `out`. At the end, whatever
+    happened, it is removed if it is still there: made here by mkdtemp, never an existing
+    folder (once installed it is gone already); a stop while it is made leaves nothing."""
+    tmp = None
+    try:
+        with stops_held():  # a stop lands once `tmp` holds the folder, inside the try
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        if copy_of is not None:
+            shutil.copytree(copy_of, tmp, dirs_exist_ok=True)
+        yield tmp
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def install_bundle(tmp: Path, out: Path, force: bool) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import numpy as np
 from steerpad.realtime import config, shipped
 from steerpad.realtime.errors import SteerpadError
 from steerpad.realtime.events import NoteOn
-from steerpad.realtime.outputs import PNG_SOFTWARE, claim_output, replace_claimed
+from steerpad.realtime.outputs import PNG_SOFTWARE, claim_output, write_claimed
 
 SAMPLE_RATE = 48000
 
@@ -108,17 +106,11 @@ def plot(wav: Path, jsonl: Path, png: Path) -> Path:
         ax[2].legend(loc="upper left", ncol=len(lanes), fontsize=8)
     fig.suptitle(f"steerpad demo: {wav.name}")
     fig.tight_layout()
-    # drawn beside it and moved over it only if it is still absent or steerpad's (outputs.py)
-    fd, tmp = tempfile.mkstemp(prefix=f".{png.name}.", suffix=".partial.png", dir=png.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=80, metadata={"Software": f"{PNG_SOFTWARE} demo"})
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    try:  # drawn beside it and moved over it only if it is still absent or steerpad's
+        write_claimed(png, "picture", lambda tmp: fig.savefig(
+            tmp, dpi=80, format="png", metadata={"Software": f"{PNG_SOFTWARE} demo"}))
     finally:
         plt.close(fig)
-    replace_claimed(tmp, png, "picture")
     return png
 
 

@@ -34,7 +34,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from steerpad.realtime.errors import SteerpadError
@@ -213,6 +213,25 @@ def replace_claimed(tmp: str | Path, out: str | Path, kind: str, option: str = "
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_claimed(out: str | Path, kind: str, write: Callable[[Path], None], option: str = "--out") -> None:
+    """Write `out` (already claimed) through `write(tmp)` on a new temporary file beside it,
+    then move it over `out` with replace_claimed. A failure or a stop removes the temporary
+    file, which this call made (mkstemp: never an existing file)."""
+    out = Path(out)
+    tmp = None
+    try:
+        with stops_held():  # a stop lands once `tmp` holds the file, inside the try
+            fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+            os.close(fd)
+            tmp = Path(name)
+        write(tmp)
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    replace_claimed(tmp, out, kind, option)
 
 
 def make_parent(out: Path, option: str = "--out") -> None:

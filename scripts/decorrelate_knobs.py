@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from onnx import numpy_helper
 from steerpad.offline.cli import guarded
 from steerpad.offline.directions import decorrelate
 from steerpad.offline.evaluate import read_clips
-from steerpad.offline.export import install_bundle
+from steerpad.offline.export import bundle_beside, install_bundle
 from steerpad.offline.knobs import calibrate_bundle, write_manifest
 from steerpad.realtime.bundle import load_bundle, sha256
 from steerpad.realtime.errors import SteerpadError
@@ -80,9 +78,7 @@ def _main(argv: list[str] | None) -> int:
         raise SteerpadError(f"{bundle}: its steer model is not named as export names it; "
                             "re-export instead")
     clips = [audio for _, audio in read_clips(args.data, old, args.clips, log=lambda s: None)]
-    new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
-    try:
-        shutil.copytree(bundle, new_dir, dirs_exist_ok=True)
+    with bundle_beside(bundle, copy_of=bundle) as new_dir:
         project_steer(new_dir / "steer.onnx", names, todo)
         for d in manifest["directions"]:
             if d["name"] in todo:
@@ -102,8 +98,6 @@ def _main(argv: list[str] | None) -> int:
                 raise SteerpadError(f"{name} steers {'as before' if same else 'differently'} after the "
                                     f"projection; {bundle} is unchanged")
         install_bundle(new_dir, bundle, force=True)  # (swaps out only a bundle steerpad wrote)
-    finally:
-        shutil.rmtree(new_dir, ignore_errors=True)
     print(f"decorrelate_knobs: {bundle}: {', '.join(todo)} projected off the other directions and "
           "calibrated again")
     return 0

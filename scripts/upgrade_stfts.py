@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ import torch
 from onnx import numpy_helper
 
 from steerpad.offline.cli import guarded
-from steerpad.offline.export import TOLERANCE, export_onnx, install_bundle
+from steerpad.offline.export import TOLERANCE, bundle_beside, export_onnx, install_bundle
 from steerpad.offline.knobs import write_manifest
 from steerpad.offline.vae import OobleckConfig, OobleckVAE
 from steerpad.realtime.bundle import load_bundle, sha256
@@ -78,9 +76,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"upgrade_stfts: {bundle}: nothing to do (its STFTs are already outside its models, "
               "or its VAE is a waveform one)")
         return 0
-    new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.", suffix=".partial", dir=bundle.parent))
-    try:
-        shutil.copytree(bundle, new_dir, dirs_exist_ok=True)
+    with bundle_beside(bundle, copy_of=bundle) as new_dir:
         if any(manifest["onnx"][m]["file"] != f"{m}.onnx" for m in models):
             sys.exit(f"upgrade_stfts: {bundle}: its models are not named as export names them; "
                      "re-export the bundle from its VAE instead")
@@ -109,8 +105,6 @@ def _main(argv: list[str] | None) -> int:
                 sys.exit(f"upgrade_stfts: the re-exported {model} differs by {error:.2e} (> {TOLERANCE}); "
                          f"{bundle} is unchanged")
         install_bundle(new_dir, bundle, force=True)  # (swaps out only a bundle steerpad wrote)
-    finally:
-        shutil.rmtree(new_dir, ignore_errors=True)
     print(f"upgrade_stfts: {bundle}: {' and '.join(models)} re-exported, their STFTs outside "
           f"(largest difference from the old models: encoder {worst['encoder']:.1e}, decoder "
           f"{worst['decoder']:.1e}, relative to full scale)")

@@ -29,7 +29,7 @@ block in engine-sized pieces. Closing (quiet_close, shared with the test rig's c
 jack_deactivate cancels the process thread, and a thread cancelled while it waits for the GIL
 takes the GIL down with it, so the callback first ends JACK's process thread itself, and only
 then does a helper thread deactivate and close (waits: CLOSE_S for the server to show it cycles,
-then SETTLE_S for each step).
+then SETTLE_S for each step, and SHUT_S for the last, since JACK itself may wait that long).
 
 Shared attributes (one writer each): `callbacks`, `xruns`, `callback_errors`, `last_error`,
 `load`, `_ended` (read by quiet_close on the closing thread): the process callback; `_shutdown`:
@@ -53,7 +53,7 @@ from steerpad.realtime.events import Event
 from steerpad.realtime.midiparse import MidiParser
 from steerpad.realtime.presets import Preset
 from steerpad.realtime.service import Service
-from steerpad.realtime.waits import CLOSE_S, SETTLE_S, exit_soon, finishes
+from steerpad.realtime.waits import CLOSE_S, SETTLE_S, SHUT_S, exit_soon, finishes
 
 CLIENT_NAME = "steerpad"
 OUTPUTS = ("main", "pads", "groups")
@@ -143,7 +143,7 @@ def end_callback(jack) -> None:
 
 
 def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], timeout: float = CLOSE_S,
-                settle: float = SETTLE_S) -> bool:
+                settle: float = SETTLE_S, shut_s: float = SHUT_S) -> bool:
     """Close a JACK client whose process callback is Python, without taking the GIL down, and
     without stalling the clients around it.
 
@@ -162,10 +162,12 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
     2. `quiet()`, then wait for `ended()` (the callback's last cycle);
     3. deactivate and close on a helper thread.
 
-    Steps 1-3 may take `settle` s each: a server that cycles is slow, not hung (they had
-    `timeout` s each before, and a CI run with both cores busy called a live server hung: "JACK
-    client steerpad-cli did not close", reproduced once in 3 runs of tests/live/test_live_cli.py
-    under --load).
+    Steps 1-2 may take `settle` s each, step 3 `shut_s` (waits.SHUT_S: JACK's own graph waits):
+    a server that cycles is slow, not hung (they had `timeout` s each before, and a CI run with
+    both cores busy called a live server hung: "JACK client steerpad-cli did not close",
+    reproduced once in 3 runs of tests/live/test_live_cli.py under --load). A close left behind
+    still waits on the server, and it froze the next test that closed an rtmidi client (rtmidi
+    calls JACK holding the GIL): the live learn test, in a CI run that then timed out.
 
     Returns whether the client closed (False: the server hangs; the client is left behind, in
     `_left_behind`)."""
@@ -200,7 +202,7 @@ def quiet_close(client, quiet: Callable[[], None], ended: Callable[[], bool], ti
         client.deactivate()
         client.close()
 
-    if finishes(shut, settle, f"jack-close-{client.name}"):
+    if finishes(shut, shut_s, f"jack-close-{client.name}"):
         return True
     _left_behind.append(client)
     return False

@@ -21,6 +21,14 @@ SETTLE_S = 5.0
 """How long a JACK server that still runs process cycles gets to deactivate and close a client
 (jackio.quiet_close): a loaded CPU slows it past CLOSE_S, and only a server that stopped cycling
 is taken to hang."""
+SHUT_S = 15.0
+"""How long deactivating and closing a client (the last step of jackio.quiet_close) may take on a
+server that was cycling just before. JACK2 waits for the graph to switch at each change, up to
+ten client timeouts (2 s with jackd's defaults), and a client whose process thread just ended
+can keep the graph from finishing that long: measured 2.0 s and 4.1 s (and, once in ten runs,
+past SETTLE_S: "did not close: the server hangs") when a test's MIDI sender closed beside a
+playing steerpad, two busy loops per core (tests/realtime/test_capture.py). A server that hangs
+is caught before this step, by its frame clock."""
 EXIT_S = 2.0
 """With a JACK server that hangs, the process ends this long after play stopped (exit_soon)."""
 _devnull = None

@@ -159,10 +159,11 @@ class _RigClient:
         self._ended = True
         end_callback(jack)
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
+        """Whether the client closed (False: left behind, its close still waiting on the server)."""
         from steerpad.realtime.jackio import quiet_close
 
-        quiet_close(self.client, lambda: setattr(self, "_quiet", True), lambda: self._ended, timeout)
+        return quiet_close(self.client, lambda: setattr(self, "_quiet", True), lambda: self._ended, timeout)
 
 
 class Sender(_RigClient):
@@ -522,9 +523,13 @@ def live_rig(bundle, preset, port: str, seconds: float = 60.0, input_channels: i
         # render worker stops), then the rig's own clients (see _RigClient)
         if stream is None and client is not None:
             client.close()
-        for closing in (stream, midi, engine, player, sender, rec):
+        for closing in (stream, midi, engine):
             if closing is not None:
                 (closing.stop if closing is midi else closing.close)()
+        # a rig client left behind still waits on the server: say so here, not as a later test's hang
+        stuck = [c.client.name for c in (player, sender, rec) if c is not None and not c.close()]
+        if stuck:
+            raise RuntimeError(f"the rig's JACK clients {stuck} did not close")
 
 
 def plain_client(seconds: float, name: str = "steerpad-bench-plain") -> int:

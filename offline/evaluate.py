@@ -27,7 +27,7 @@ KnobScale for the mode) and every descriptor is measured on the audio (`sweep`, 
                                                 5 % of that side's total
                               drift             mean |change| of the other descriptors, in
                                                 their stds, relative to the target's
-                              + the response curve (median and quartiles per position)
+                              + the response curve (median, quartiles and mean per position)
 
 and two PNGs: `response.png` (change of each direction's descriptor vs knob position, median
 with the interquartile band) and `drift.png` (direction x descriptor change at full knob).
@@ -153,6 +153,7 @@ def direction_report(result: SweepResult, descriptor: str, stds: dict[str, float
             "drift_per_descriptor": drift_abs,
             "alphas": [float(a) for a in result.alphas],
             "change_median": [float(x) for x in np.median(change[:, :, j], 0)],
+            "change_mean": [float(x) for x in np.mean(change[:, :, j], 0)],  # its ends: effect sizes
             "change_q25": [float(x) for x in np.quantile(change[:, :, j], 0.25, 0)],
             "change_q75": [float(x) for x in np.quantile(change[:, :, j], 0.75, 0)],
             "clips": int(len(result.values))}

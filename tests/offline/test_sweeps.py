@@ -51,6 +51,9 @@ def test_report_measures_monotonicity_effect_and_drift():
     r = direction_report(_sweep(grid, 5.0), "centroid", {"centroid": 100.0, "loudness": 2.0})
     assert r["spearman_median"] == pytest.approx(1.0) and r["monotonic_fraction"] == 1.0
     assert r["effect_size"] == pytest.approx(1.0) and r["effect_size_min"] == pytest.approx(-1.0)
+    mean = r["change_mean"]  # the whole knob's mean change: its ends are the effect sizes
+    assert mean[0] == r["effect_size_min"] and mean[-1] == r["effect_size"] and mean[4] == 0.0
+    assert mean == pytest.approx([a / 20 for a in grid])
     assert r["drift"] == pytest.approx((20 / 10 / 2.0) / 1.0)  # loudness: +2 dB = 1 std
     flat = direction_report(_sweep(grid, 0.0), "centroid", {"centroid": 100.0})
     assert flat["spearman_median"] == 0.0 and flat["monotonic_fraction"] == 0.0

@@ -31,9 +31,11 @@ default on Linux is ALSA, which fails without /dev/snd/seq instead of trying JAC
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 
 import rtmidi
 
@@ -57,6 +59,38 @@ _HINTS = {"jack": f"start the JACK server, or choose another API with ${ENV_API}
           "alsa": f"load the ALSA sequencer (modprobe snd-seq), or choose another API with ${ENV_API}"}
 
 
+@contextmanager
+def _library_lines_dropped() -> Iterator[None]:
+    """While an API opens, what ALSA and libjack write to stderr themselves (from C: "ALSA lib
+    seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed", "Cannot connect to server socket",
+    five more) goes nowhere: rtmidi's exception says the same, and steerpad's one-line error says
+    it with what to do. fd 2 is the process's, so only on the main thread (the watcher thread's
+    reconnects keep it, and no other thread's output is lost to it while live plays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no fd 2 at all (a daemon's closed stderr): nothing to drop
+        yield
+        return
+    try:
+        os.dup2(sink, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
+
+
+def _new(cls: type, api_id: int) -> rtmidi.MidiIn | rtmidi.MidiOut:
+    """An rtmidi client of `api_id` (RtMidiError if the API cannot open), the library's own
+    stderr lines dropped."""
+    with _library_lines_dropped():
+        return cls(api_id, name=CLIENT_NAME)
+
+
 NO_VIRTUAL_PORTS = {rtmidi.API_WINDOWS_MM}
 """MIDI APIs without virtual ports (WinMM: on Windows a loopback port comes from loopMIDI)."""
 
@@ -66,7 +100,7 @@ def first_input_without_virtual(api: str | None = None) -> str | None:
     has none: the name of its first input port, or SteerpadError saying what to do if there is
     no input at all."""
     try:
-        probe = rtmidi.MidiIn(_candidates(resolve_api(api))[0], name=CLIENT_NAME)
+        probe = _new(rtmidi.MidiIn, _candidates(resolve_api(api))[0])
     except rtmidi.RtMidiError:
         return None  # MidiInput says why this API cannot open
     try:
@@ -111,7 +145,7 @@ def _candidates(api_id: int | None) -> list[int]:
 def _client(cls: type, api_id: int) -> rtmidi.MidiIn | rtmidi.MidiOut:
     """A MIDI client; an explicitly chosen API that cannot open raises SteerpadError."""
     try:
-        return cls(api_id, name=CLIENT_NAME)
+        return _new(cls, api_id)
     except rtmidi.RtMidiError as e:
         name = rtmidi.get_api_name(api_id)
         hint = _HINTS.get(name, f"choose another with ${ENV_API}")
@@ -128,7 +162,7 @@ def _list_ports(cls: type, api: str | None) -> list[str]:
             client.delete()
     for candidate in _candidates(None):  # auto: the first API that opens and has ports
         try:
-            client = cls(candidate, name=CLIENT_NAME)
+            client = _new(cls, candidate)
         except rtmidi.RtMidiError:
             continue
         try:
@@ -323,7 +357,7 @@ class MidiInput:
                 midiin = _client(rtmidi.MidiIn, api_id)
             else:
                 try:
-                    midiin = rtmidi.MidiIn(api_id, name=CLIENT_NAME)
+                    midiin = _new(rtmidi.MidiIn, api_id)
                 except rtmidi.RtMidiError as e:
                     which = "rtmidi's default API" if api_id == rtmidi.API_UNSPECIFIED else \
                         rtmidi.get_api_name(api_id)

@@ -123,6 +123,25 @@ def test_midi_input_rejects_bad_options(kwargs, match):
         MidiInput(lambda e: None, **kwargs)
 
 
+@pytest.mark.parametrize("api", ["jack", "auto"])
+def test_a_midi_api_that_cannot_open_gives_one_line_and_no_library_lines(api, tmp_path):
+    """No JACK server (and, for auto, no ALSA sequencer either): `steerpad learn` says so in one
+    line; libjack's "Cannot connect to server socket" and ALSA's own lines, written from C, do
+    not reach the terminal."""
+    import subprocess
+
+    if api == "auto" and os.path.exists("/dev/snd/seq"):
+        pytest.skip("this machine has an ALSA sequencer: auto opens it")
+    env = {**os.environ, "JACK_DEFAULT_SERVER": f"steerpad-none-{os.getpid()}", "JACK_NO_START_SERVER": "1"}
+    run = subprocess.run([sys.executable, "-m", "steerpad.offline.cli", "learn", "--midi-api", api,
+                          "--out", str(tmp_path / "m.toml")], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("steerpad: error: ") and "JACK server" in lines[0], lines
+    assert not (tmp_path / "m.toml").exists()
+
+
 def wait_until(predicate, timeout: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():

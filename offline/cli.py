@@ -40,7 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 EXIT_CODES = ("exit codes: 0 done, 1 a runtime failure (the audio server stopped, a full disk, a bug), "
-              "2 bad input or usage, 130 Ctrl-C (143 SIGTERM, 129 SIGHUP)")
+              "2 bad input or usage, 130 Ctrl-C (143 SIGTERM, 129 SIGHUP; `steerpad live` ends play on "
+              "them, as a performer stops it, and exits 0)")
 
 
 def _usage() -> str:

@@ -276,6 +276,17 @@ def test_ctrl_c_twice_ends_live_cleanly(server, tmp_path, backend):
 
 
 @pytest.mark.slow
+def test_sigterm_ends_play_as_ctrl_c_does(server, tmp_path):
+    """SIGTERM (a job manager, `timeout`) stops play as a performer's Ctrl-C does: closed
+    cleanly, exit 0, as the exit codes in --help say."""
+    live = start_live(server, tmp_path, "--no-status")  # (the JACK client backend)
+    live.send_signal(signal.SIGTERM)
+    rc, lines, out = ended(live, tmp_path, within=10)
+    assert rc == 0 and lines == [], lines
+    assert "steerpad live: stopped" in out
+
+
+@pytest.mark.slow
 @pytest.mark.live
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_live_exits_1_when_the_jack_server_hangs(server, tmp_path, backend):

@@ -71,6 +71,11 @@ def check_max_duration(value: float) -> float:
     return float(value)
 
 
+MAX_DELTA_TICKS = 0x0FFFFFFF
+"""The longest delta time a standard MIDI file can hold (a variable-length quantity of at most
+4 bytes)."""
+
+
 def read_performance(path: Path, sample_rate: int, cc14: frozenset[int] | set[int] = frozenset(),
                      max_duration: float = MAX_DURATION_S) -> list[tuple[int, Event]]:
     """The file's events as (sample time, event), in time order (tempo changes applied).
@@ -90,6 +95,10 @@ def read_performance(path: Path, sample_rate: int, cc14: frozenset[int] | set[in
             raise SteerpadError(f"{path}: a type 2 (asynchronous) MIDI file has no single timeline; {fix}")
         if midi.ticks_per_beat <= 0:
             raise SteerpadError(f"{path}: its header says 0 ticks per beat, so no event has a time; {fix}")
+        for n, track in enumerate(midi.tracks, 1):  # (mido reads a delta time of any length)
+            if any(msg.time > MAX_DELTA_TICKS for msg in track):
+                raise SteerpadError(f"{path}: track {n} has a delta time longer than a MIDI file's 4 bytes "
+                                    f"(a damaged file, or not a MIDI file); {fix}")
         t = 0.0
         for msg in midi:  # merged tracks, .time = seconds since the previous message
             t += msg.time

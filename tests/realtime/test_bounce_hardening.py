@@ -358,6 +358,24 @@ def test_an_smpte_timed_midi_file_is_named_as_such(tmp_path):
         read_performance(path, 48000)
 
 
+def test_a_delta_time_longer_than_four_bytes_is_a_damaged_file(tmp_path):
+    """mido reads a variable-length delta of any length: 50 bytes of it made a performance of
+    1e102 s and the advice to pass --max-duration 1e102 (a hostile pass). The longest a standard
+    MIDI file can hold is 4 bytes, 0x0FFFFFFF ticks; that one still reads."""
+    def midi_file(delta: bytes) -> Path:
+        track = delta + b"\x99\x24\x64" + b"\x00\xff\x2f\x00"  # a note-on, the end of the track
+        path = tmp_path / f"delta{len(delta)}.mid"
+        path.write_bytes(b"MThd" + (6).to_bytes(4, "big") + b"\x00\x00\x00\x01\x01\xe0"
+                         + b"MTrk" + len(track).to_bytes(4, "big") + track)
+        return path
+
+    with pytest.raises(SteerpadError, match=r"delta50\.mid: track 1 has a delta time longer than a MIDI "
+                                            r"file's 4 bytes .*export a standard MIDI file"):
+        read_performance(midi_file(b"\xff" * 49 + b"\x7f"), 48000)
+    with pytest.raises(SteerpadError, match=r"delta4\.mid: the performance runs to .*--max-duration"):
+        read_performance(midi_file(b"\xff\xff\xff\x7f"), 48000)  # 0x0FFFFFFF ticks: 3.2 days at 120 bpm
+
+
 def test_an_output_name_too_long_for_the_file_system_is_bad_input(tmp_path, capsys):
     midi = mido.MidiFile()
     midi.tracks.append(mido.MidiTrack([mido.Message("note_on", channel=9, note=36, velocity=100)]))

@@ -348,10 +348,9 @@ def evaluate_bundle(bundle_path: Path, data: list[Path], out: Path, max_clips: i
 
 
 def plot_report(report: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from steerpad.offline.plots import save_figure  # (Agg, set there)
 
     dirs = report["directions"]
     n = max(len(dirs), 1)
@@ -370,8 +369,7 @@ def plot_report(report: dict, out: Path) -> None:
     for ax in list(axes.flat)[len(dirs):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "response.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "response.png", 100)
 
     names = list(dirs)
     descs = report["descriptor_order"]
@@ -388,8 +386,7 @@ def plot_report(report: dict, out: Path) -> None:
     fig.colorbar(im, ax=ax, label="|change| at full knob (std)")
     ax.set_title("drift: every descriptor's change per direction", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "drift.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "drift.png", 100)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

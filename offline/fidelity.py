@@ -163,10 +163,9 @@ def table(report: dict) -> str:
 def plot_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], sample_rate: int,
               path: Path) -> None:
     import librosa
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from steerpad.offline.plots import save_figure  # (Agg, set there)
 
     if not rows:
         return
@@ -183,5 +182,4 @@ def plot_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], sample
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, 90)

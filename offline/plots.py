@@ -12,6 +12,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """fig as a PNG at `path`, then closed. A write the system refuses (a full disk) names the
+    file: matplotlib's own OSError does not ("No space left on device" alone)."""
+    path = Path(path)
+    try:
+        fig.savefig(path, dpi=dpi)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | Path, title: str = "") -> Path:
     groups: dict[str, list[str]] = defaultdict(list)
     for name in history:
@@ -32,6 +47,4 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | Path, t
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, 110)

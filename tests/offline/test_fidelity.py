@@ -116,3 +116,20 @@ def test_eval_refuses_an_unknown_direction_before_it_marks_its_output(tmp_path, 
                  "--directions", "nope"]) == 2
     assert "--directions nope: not in" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_picture_the_disk_has_no_room_for_names_its_file(mount_tmpfs):
+    """matplotlib's OSError on a full disk names no file: `steerpad eval --fidelity` said only
+    "No space left on device" (a hostile pass). save_figure, which every report's PNG goes
+    through, names it, and closes the figure either way."""
+    import matplotlib.pyplot as plt
+
+    from steerpad.offline.plots import save_figure
+
+    disk = mount_tmpfs("size=16k")
+    fig, ax = plt.subplots(figsize=(12, 12))
+    ax.imshow(np.random.default_rng(0).random((400, 400)))  # noise: no PNG compresses it into 16 kB
+    with pytest.raises(OSError) as e:
+        save_figure(fig, disk / "spectrograms.png", 100)
+    assert e.value.filename == str(disk / "spectrograms.png") and "No space" in e.value.strerror
+    assert not plt.fignum_exists(fig.number)

@@ -140,7 +140,8 @@ def direction_report(result: SweepResult, descriptor: str, stds: dict[str, float
     change = (result.values - result.values[:, zero:zero + 1]) / np.array(
         [max(stds.get(n, 1.0), 1e-12) for n in DESC_NAMES])
     full = change[:, -1]  # at alpha_max
-    target = float(np.mean(full[:, j]))
+    mean = np.mean(change[:, :, j], 0)  # the response: its ends are the effect sizes
+    target = float(mean[-1])
     others = [i for i, n in enumerate(DESC_NAMES) if i != j and n in stds]
     drift_abs = {DESC_NAMES[i]: float(np.mean(np.abs(full[:, i]))) for i in others}
     drift = float(np.mean(list(drift_abs.values())) / max(abs(target), 1e-12)) if others else 0.0
@@ -148,12 +149,12 @@ def direction_report(result: SweepResult, descriptor: str, stds: dict[str, float
             "spearman_median": float(np.median(rhos)),
             "monotonic_fraction": float(np.mean(rhos >= 0.8)),
             "effect_size": target,
-            "effect_size_min": float(np.mean(change[:, 0, j])),
+            "effect_size_min": float(mean[0]),
             "drift": drift,
             "drift_per_descriptor": drift_abs,
             "alphas": [float(a) for a in result.alphas],
             "change_median": [float(x) for x in np.median(change[:, :, j], 0)],
-            "change_mean": [float(x) for x in np.mean(change[:, :, j], 0)],  # its ends: effect sizes
+            "change_mean": [float(x) for x in mean],
             "change_q25": [float(x) for x in np.quantile(change[:, :, j], 0.25, 0)],
             "change_q75": [float(x) for x in np.quantile(change[:, :, j], 0.75, 0)],
             "clips": int(len(result.values))}

@@ -359,19 +359,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _calm_closing(closing: contextlib.ExitStack) -> Callable[[], None]:
-    """Ctrl-C is ignored from the moment play ends (Ctrl-C, --duration, the device gone) until
-    `closing` has closed everything; then its handler is back. Call this first (its restore runs
-    last) and push what it returns last (it runs first). The closing is short and bounded (the
-    stream takes at most CLOSE_S); a second Ctrl-C would only cut it short, and one landing in a
-    JACK call on the main thread breaks that call (libjack takes the EINTR of a socket read for a
-    dead server: with two SIGINTs 50 ms apart PortAudio aborted the process in Pa_Terminate, or
-    sounddevice's exit handler raised). Signal handlers belong to the main thread: elsewhere,
-    and for a handler not set from Python, this does nothing."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
+    """Ctrl-C (and SIGTERM and SIGHUP, which `guarded` turns into the same stop) is ignored from
+    the moment play ends (a stop, --duration, the device gone) until `closing` has closed
+    everything; then the handlers are back. Call this first (its restore runs last) and push what
+    it returns last (it runs first). The closing is bounded: tens of ms as a rule; a JACK client
+    whose server is slow to switch its graph may take up to CLOSE_S + 2 * SETTLE_S + SHUT_S
+    (jackio.quiet_close), and a server that hangs ends the process EXIT_S after (exit_soon). A
+    second stop would only cut it short, and one landing in a JACK call on the main thread breaks
+    that call (libjack takes the EINTR of a socket read for a dead server: with two SIGINTs 50 ms
+    apart PortAudio aborted the process in Pa_Terminate, or sounddevice's exit handler raised).
+    Signal handlers belong to the main thread: elsewhere, and for a handler not set from Python,
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    closing.callback(signal.signal, signal.SIGINT, previous)
-    return lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.getsignal(n) for n in signums}
+    previous = {n: h for n, h in previous.items() if h is not None}
+    for signum, handler in previous.items():
+        closing.callback(signal.signal, signum, handler)
+
+    def calm() -> None:
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+    return calm
 
 
 def check_options(args: argparse.Namespace) -> None:

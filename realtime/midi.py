@@ -64,15 +64,23 @@ def _library_lines_dropped() -> Iterator[None]:
     """While an API opens, what ALSA and libjack write to stderr themselves (from C: "ALSA lib
     seq_hw.c:466:(snd_seq_hw_open) open /dev/snd/seq failed", "Cannot connect to server socket",
     five more) goes nowhere: rtmidi's exception says the same, and steerpad's one-line error says
-    it with what to do. fd 2 is the process's, so only on the main thread (the watcher thread's
-    reconnects keep it, and no other thread's output is lost to it while live plays)."""
+    it with what to do. fd 2 is the process's: only on the main thread (the watcher thread's
+    reconnects keep it), and what another thread writes to stderr in those milliseconds (the
+    render worker runs by then in `steerpad live`) is lost with them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    try:
+    if sys.stderr is not None:  # (None: started with fd 2 closed)
         sys.stderr.flush()
-        saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no fd 2 at all (a daemon's closed stderr): nothing to drop
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to drop
+        yield
+        return
+    try:
+        sink = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no fd left for /dev/null: let the lines through
+        os.close(saved)
         yield
         return
     try:

@@ -302,18 +302,23 @@ def test_learn_over_a_real_jack_midi_port(jack_server, tmp_path):
          "--midi-api", "jack", "--midi-port", "steerpad-learn-test", "--pads", "2", "--knobs", "2"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
     printed = ""
 
     def wait_for(text: str, within: float = 20) -> None:
         nonlocal printed
         deadline = time.monotonic() + within
         while text not in printed:
-            assert time.monotonic() < deadline and proc.poll() is None, f"no {text!r} in:\n{printed}"
-            try:
-                printed += lines.get(timeout=0.05)
-            except queue.Empty:
-                pass
+            ended = proc.poll() is not None
+            if ended:
+                reader.join(5)  # all it printed, up to its last line, before judging
+            while not lines.empty():
+                printed += lines.get()
+            if text in printed:
+                return
+            assert time.monotonic() < deadline and not ended, f"no {text!r} in:\n{printed}"
+            time.sleep(0.02)
 
     try:
         wait_for("listening on steerpad-learn-test")

@@ -140,6 +140,11 @@ def test_a_midi_api_that_cannot_open_gives_one_line_and_no_library_lines(api, tm
     lines = run.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("steerpad: error: ") and "JACK server" in lines[0], lines
     assert not (tmp_path / "m.toml").exists()
+    # started with fd 2 closed (sys.stderr is None): the line still comes, on stdout
+    closed = subprocess.run(["sh", "-c", '"$@" 2>&-', "sh", *run.args], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert closed.returncode == 2 and closed.stdout.startswith("steerpad: error: ") and "JACK server" in \
+        closed.stdout and "internal error" not in closed.stdout, closed
 
 
 def wait_until(predicate, timeout: float = 2.0) -> bool:

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError, one_line
 
 # name -> (module, one-line help). Two-word names are subcommands of a group ("train sae").
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -185,9 +185,9 @@ def _stop_on_signals() -> dict:
 
 
 def _fail(message: str, code: int) -> int:
-    """Print one line for the user, whatever the message holds (newlines, undecodable names)."""
-    line = " ".join(message.splitlines()).encode("utf-8", "backslashreplace").decode("utf-8")
-    print(f"steerpad: error: {line}", file=sys.stderr)
+    """Print one line for the user, whatever the message holds (newlines, control characters,
+    undecodable names: errors.one_line)."""
+    print(f"steerpad: error: {one_line(message)}", file=sys.stderr)
     return code
 
 

@@ -46,7 +46,7 @@ from steerpad.offline.labels import (
     kit_units,
     read_drumkit,
 )
-from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.errors import RuntimeFailure, SteerpadError, one_line
 from steerpad.realtime.limits import FILE_RATES
 from steerpad.realtime.outputs import claim_output, os_reason
 
@@ -145,6 +145,8 @@ def _work(job: tuple[str, IngestConfig]) -> dict:
     """Worker: load one file; never raises for a bad file (the run goes on)."""
     path, config = job
     try:
+        if Path(path).stat().st_size == 0:  # (before a read that may never end: errors.EMPTY)
+            raise SkipFile("empty", "empty file (0 bytes)")
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -245,7 +247,7 @@ def _skip(summary: IngestSummary, path: Path, kind: str, reason: str) -> None:
 
     summary.skipped[kind] = summary.skipped.get(kind, 0) + 1
     summary.skipped_files.append({"path": str(path), "kind": kind, "reason": reason})
-    tqdm.write(f"skip {path}: {reason}", file=sys.stderr)
+    tqdm.write(one_line(f"skip {path}: {reason}"), file=sys.stderr)  # (a name may hold a newline)
 
 
 def _results(jobs: list, workers: int):

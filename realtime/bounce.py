@@ -32,7 +32,7 @@ import soundfile as sf
 from steerpad.realtime import config, oscfeed
 from steerpad.realtime.bundle import Bundle, load_bundle
 from steerpad.realtime.engine import Engine
-from steerpad.realtime.errors import RuntimeFailure, SteerpadError
+from steerpad.realtime.errors import EMPTY, RuntimeFailure, SteerpadError
 from steerpad.realtime.events import Event, NoteOn
 from steerpad.realtime.limits import check_audio_options
 from steerpad.realtime.midiparse import MidiParser
@@ -322,6 +322,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.performance.is_file():
         what = "not a regular file" if args.performance.exists() else "no such MIDI file"
         raise SteerpadError(f"{args.performance}: {what}; give a standard MIDI file (.mid)")
+    if args.performance.stat().st_size == 0:
+        raise SteerpadError(f"{args.performance}: {EMPTY}; give a standard MIDI file (.mid)")
     sender = None if args.osc is None else oscfeed.OscSender(*oscfeed.parse_target(args.osc))
     rate = oscfeed.check_rate(args.osc_rate)
     bundle_dir, preset_path = config.sound_paths(args)

@@ -85,6 +85,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         return {}
     if not path.is_file():
         raise SteerpadError(f"config {path}: not a regular file; make it a TOML file or remove it")
+    if path.stat().st_size == 0:  # nothing set (and never read: errors.EMPTY)
+        return {}
     if path.stat().st_size > MAX_BYTES:
         raise SteerpadError(f"config {path}: larger than {MAX_BYTES // 1024} KiB; it holds a few keys")
     try:

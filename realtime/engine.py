@@ -55,7 +55,7 @@ import numpy as np
 import soundfile as sf
 
 from steerpad.realtime.bundle import Bundle
-from steerpad.realtime.errors import SteerpadError
+from steerpad.realtime.errors import EMPTY, SteerpadError
 from steerpad.realtime.events import ControlChange, Event, NoteOn, ProgramChange
 from steerpad.realtime.faithful import MODES
 from steerpad.realtime.limits import FILE_RATES
@@ -124,6 +124,8 @@ def read_one_shot(path: Path, seconds: float, channels: int, where: str = "") ->
         raise SteerpadError(f"{name}: cannot open it ({getattr(e, 'strerror', None) or e}); {fix}") from None
     if not stat.S_ISREG(st.st_mode):
         raise SteerpadError(f"{name}: not a regular file (a folder, FIFO or device); {fix}")
+    if st.st_size == 0:
+        raise SteerpadError(f"{name}: {EMPTY}; {fix}")
     try:
         with sf.SoundFile(os.fsencode(path)) as f:  # bytes: any file name, UTF-8 or not
             rate = f.samplerate

@@ -16,6 +16,22 @@ class RuntimeFailure(SteerpadError):
     away, a full disk. The CLI prints it as one line and exits 1."""
 
 
+EMPTY = ("is empty (0 bytes; a file of the kernel's, under /proc or /sys, says so too, and reading "
+         "one may never end)")
+"""Why a regular file that says it holds 0 bytes is refused before it is opened: no one-shot,
+MIDI file, preset or config holds nothing, and /proc/kmsg (0 bytes, a regular file) blocks a read
+for good, inside libsndfile, where neither Ctrl-C nor SIGTERM reaches it (a hostile pass)."""
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line for a terminal: line breaks as spaces, any other control
+    character (an ESC that would recolour the terminal, a BEL) and any undecodable byte of a file
+    name escaped (\\x1b, \\udcff)."""
+    line = " ".join(str(text).splitlines())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in line).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def user_path(value: str | Path, what: str) -> Path:
     """A path a performer typed (a preset or config value, an option, $STEERPAD_CONFIG) as a
     Path, with a leading ~ or ~user expanded; SteerpadError naming `what` for one no system call

@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from steerpad.realtime import shipped
-from steerpad.realtime.errors import SteerpadError, user_path
+from steerpad.realtime.errors import EMPTY, SteerpadError, user_path
 from steerpad.realtime.events import ControlChange, Event, NoteOff, NoteOn
 from steerpad.realtime.faithful import MODES
 from steerpad.realtime.outputs import write_text_atomic
@@ -237,6 +237,8 @@ class _Reader:
             st = os.stat(self.path)
             if not stat.S_ISREG(st.st_mode):
                 raise SteerpadError(f"{self.path}: not a regular file; give a .toml file")
+            if st.st_size == 0:
+                raise SteerpadError(f"{self.path}: {EMPTY}; give a .toml file")
             if st.st_size > MAX_TOML_BYTES:
                 raise SteerpadError(f"{self.path}: {st.st_size} bytes, larger than any preset or "
                                     f"controller map (at most {MAX_TOML_BYTES >> 10} KiB)")

@@ -85,6 +85,8 @@ def read_performance(path: Path, sample_rate: int, cc14: frozenset[int] | set[in
     parser = MidiParser(cc14=cc14)
     events: list[tuple[int, Event]] = []
     try:
+        if os.stat(path).st_size == 0:  # never opened (errors.EMPTY)
+            raise SteerpadError(f"{path}: {EMPTY}; give a standard MIDI file (.mid)")
         with open(path, "rb") as f:
             head = f.read(14)
         if head[:4] == b"MThd" and len(head) == 14 and head[12] & 0x80:  # the division's top bit
@@ -322,8 +324,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.performance.is_file():
         what = "not a regular file" if args.performance.exists() else "no such MIDI file"
         raise SteerpadError(f"{args.performance}: {what}; give a standard MIDI file (.mid)")
-    if args.performance.stat().st_size == 0:
-        raise SteerpadError(f"{args.performance}: {EMPTY}; give a standard MIDI file (.mid)")
     sender = None if args.osc is None else oscfeed.OscSender(*oscfeed.parse_target(args.osc))
     rate = oscfeed.check_rate(args.osc_rate)
     bundle_dir, preset_path = config.sound_paths(args)
